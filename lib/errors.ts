@@ -34,6 +34,7 @@ const CATALOGUE = {
   IMS_TPM_TRUNCATED: 'TPM structure ends before a declared size',
   IMS_TPM_BAD_MAGIC: 'TPMS_ATTEST magic is not TPM_GENERATED_VALUE',
   IMS_TPM_BAD_ATTEST_TYPE: 'TPMS_ATTEST is not of the expected type',
+  IMS_TPM_BAD_ATTEST: 'TPMS_ATTEST is malformed (a field out of range or over its limit)',
   IMS_TPM_UNSUPPORTED_ALG: 'TPM algorithm not supported',
   IMS_TPM_BAD_PUBLIC: 'public area or key is malformed',
   IMS_TPM_BAD_SIGNATURE_FORMAT: 'TPMT_SIGNATURE is malformed',
@@ -55,7 +56,7 @@ const CATALOGUE = {
   // config and services
   IMS_CONFIG_INVALID: 'configuration is missing or invalid',
   IMS_CLI_USAGE: 'command-line usage error',
-  IMS_IO: 'an input file cannot be read',
+  IMS_IO_READ_FAILED: 'an input file cannot be read',
   IMS_STATE_CONFLICT: 'stored state changed under us (compare-and-set lost)',
   IMS_TOOL_FAILED: 'an external tool (tpm2-tools, swtpm) failed',
 } as const;
