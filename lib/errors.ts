@@ -42,6 +42,12 @@ const CATALOGUE = {
   IMS_TPM_BAD_PCR_FILE: 'PCR values file is malformed',
   IMS_TPM_TRAILING_BYTES: 'bytes left over after a TPM structure',
   IMS_TPM_BAD_CREDENTIAL: 'credential inputs are malformed',
+  IMS_TPM_BAD_KDF: 'KDF parameters out of range (label not ASCII, length not whole bytes)',
+  IMS_TPM_BAD_EK: 'the EK public area cannot protect a credential (not a restricted decryption key)',
+
+  // enrol: AK enrolment bound to the EK
+  IMS_ENROL_BAD_TRUST_ANCHOR: 'a trust-store certificate (manufacturer root or intermediate) cannot be parsed',
+  IMS_ENROL_BAD_REQUEST: 'an enrolment request or answer is malformed',
 
   // shard: sealed shards
   IMS_SHARD_BAD_FORMAT: 'sealed shard file is malformed',
