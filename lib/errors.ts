@@ -58,6 +58,7 @@ const CATALOGUE = {
   IMS_WIRE_UNKNOWN_SCHEMA: 'schema id is not in the catalogue',
   IMS_WIRE_DECODE: 'Avro body does not decode with its schema',
   IMS_WIRE_OVERSIZED: 'message exceeds the size limit',
+  IMS_WIRE_ENCODE: 'a value does not match the Avro schema it is written with',
 
   // config and services
   // agent: the host agent's local state and log following
