@@ -1,0 +1,322 @@
+import { createHash } from 'node:crypto';
+
+import { isImastreamError } from '../../lib/errors.ts';
+import type { HashAlg } from '../../lib/hash.ts';
+import { PcrReplay } from '../../lib/ima/replay.ts';
+import { makeAlert } from '../alerts/make.ts';
+import type { BootEvent, Checkpoint, LogRecord, QuoteTaken, SnapshotEvent } from '../shared/records.ts';
+import { ALL_SCHEMES, type ReplayDoc, type SchemePin } from './doc.ts';
+import type { MeasurementEvent, ReplayEffect } from './events.ts';
+import { flattenPcrs } from './pcrs.ts';
+import { checkTemplateDigest } from './template-digest.ts';
+
+/** Boots remembered after they end, so their redelivered events are recognised as stale. */
+const PAST_BOOTS_KEPT = 8;
+/** QuoteTaken markers remembered while a gap holds the host. */
+const PENDING_QUOTES_KEPT = 32;
+
+/** One host's consecutive events from one Kafka batch, with the state stored before them. */
+export interface ApplyInput {
+  hostId: string;
+  doc: ReplayDoc | null;
+  pin: SchemePin | null;
+  events: readonly MeasurementEvent[];
+  now: number;
+  /** Banks to replay for a new boot (default: PcrReplay's). */
+  banks?: readonly HashAlg[];
+}
+
+export interface ApplyResult {
+  /** The state to store; null only when there was none and nothing created one. */
+  doc: ReplayDoc | null;
+  /** Whether `doc` differs from the stored one (no write needed otherwise). */
+  changed: boolean;
+  /** Alerts, checkpoints and resend requests, in the order they arose. */
+  effects: ReplayEffect[];
+  /** Records extended. */
+  applied: number;
+  /** Events already applied (redelivery) or belonging to a boot left behind. */
+  skipped: number;
+}
+
+/**
+ * Applies one host's batch to its stored replay state. Pure: hashing only, no I/O. The caller
+ * stores the result with a compare-and-set on the input doc's (bootId, nextSeq), then produces the
+ * effects, so a batch delivered twice applies once: every record below nextSeq is skipped.
+ */
+export function applyBatch(input: ApplyInput): ApplyResult {
+  const batch = new HostBatch(input);
+  for (const ev of input.events) batch.apply(ev);
+
+  return batch.finish();
+}
+
+class HostBatch {
+  private doc: ReplayDoc | null;
+  private replay: PcrReplay | null = null;
+  private changed = false;
+  private applied = 0;
+  private skipped = 0;
+  private readonly effects: ReplayEffect[] = [];
+
+  constructor(private readonly input: ApplyInput) {
+    this.doc = input.doc === null ? null : { ...input.doc, schemes: [...input.doc.schemes] };
+    if (this.doc !== null) this.honourPin(this.doc, input.pin);
+  }
+
+  apply(ev: MeasurementEvent): void {
+    switch (ev.type) {
+      case 'LogRecord':
+        return this.onRecord(ev.value);
+      case 'BootEvent':
+        return this.onBoot(ev.value);
+      case 'SnapshotEvent':
+        return this.onSnapshot(ev.value);
+      case 'QuoteTaken':
+        return this.onQuoteTaken(ev.value);
+    }
+  }
+
+  finish(): ApplyResult {
+    const doc = this.doc;
+    if (doc !== null && this.changed) {
+      if (this.replay !== null) doc.replay = this.replay.state();
+      doc.updatedAt = this.input.now;
+    }
+
+    return {
+      doc,
+      changed: this.changed,
+      effects: this.effects,
+      applied: this.applied,
+      skipped: this.skipped,
+    };
+  }
+
+  /** A scheme pinned by a verified quote of this boot drops the other chain. */
+  private honourPin(doc: ReplayDoc, pin: SchemePin | null): void {
+    if (pin === null || pin.bootId !== doc.bootId || doc.schemes.length < 2) return;
+    if (!doc.schemes.includes(pin.scheme)) return;
+    this.pcrs(doc).pin(pin.scheme);
+    doc.schemes = [pin.scheme];
+    this.changed = true;
+  }
+
+  private onBoot(ev: BootEvent): void {
+    const doc = this.doc;
+    if (doc !== null && (doc.bootId === ev.bootId || doc.pastBoots.includes(ev.bootId))) {
+      this.skipped++;
+      return;
+    }
+    if (ev.kind === 'KEXEC' && doc !== null) {
+      // The PCRs survive a kexec and the log carries on: same replay, new boot name.
+      doc.pastBoots = [doc.bootId, ...doc.pastBoots].slice(0, PAST_BOOTS_KEPT);
+      doc.bootId = ev.bootId;
+      this.changed = true;
+      return;
+    }
+    this.startBoot(ev.bootId);
+  }
+
+  private onSnapshot(ev: SnapshotEvent): void {
+    const doc = this.current(ev.bootId, ev.seq);
+    if (doc === null || ev.seq < doc.nextSeq) return;
+    if (ev.seq > doc.nextSeq) return this.hold(doc, ev.seq);
+    doc.shardStart = ev.seq;
+    this.changed = true;
+  }
+
+  private onQuoteTaken(ev: QuoteTaken): void {
+    const doc = this.current(ev.bootId, ev.seq);
+    if (doc === null) return;
+    if (ev.seq < doc.nextSeq) {
+      this.skipped++;
+      return;
+    }
+    if (ev.seq === doc.nextSeq) return this.checkpoint(doc);
+    if (!doc.pendingQuotes.some((q) => q.seq === ev.seq)) {
+      doc.pendingQuotes = [...doc.pendingQuotes, { seq: ev.seq, quoteId: ev.quoteId }].slice(
+        -PENDING_QUOTES_KEPT,
+      );
+    }
+    this.hold(doc, ev.seq);
+  }
+
+  private onRecord(rec: LogRecord): void {
+    const doc = this.current(rec.bootId, rec.seq);
+    if (doc === null) return;
+    if (rec.seq < doc.nextSeq) {
+      this.skipped++;
+      return;
+    }
+    if (rec.seq > doc.nextSeq) return this.hold(doc, rec.seq + 1);
+    this.extend(doc, rec);
+    this.afterAdvance(doc);
+  }
+
+  /**
+   * Extends the PCRs with one record. A record whose data does not hash to its logged digest was
+   * altered after the kernel measured it: alert, and extend the hash of the data as received, so the
+   * replay diverges from the TPM and the next quote fails too.
+   */
+  private extend(doc: ReplayDoc, rec: LogRecord): void {
+    const check = checkTemplateDigest(rec);
+    if (check === 'mismatch')
+      this.digestMismatch(doc, rec, 'template data does not hash to the logged digest');
+    try {
+      this.pcrs(doc).extend(rec);
+    } catch (err) {
+      if (!isImastreamError(err)) throw err;
+      this.digestMismatch(doc, rec, `record cannot be extended: ${err.message}`);
+    }
+    doc.nextSeq++;
+    this.applied++;
+    this.changed = true;
+  }
+
+  private digestMismatch(doc: ReplayDoc, rec: LogRecord, why: string): void {
+    if (doc.status !== 'gap') doc.status = 'mismatch';
+    this.alert({
+      kind: 'TEMPLATE_DIGEST_MISMATCH',
+      hostId: this.input.hostId,
+      bootId: doc.bootId,
+      seq: rec.seq,
+      bank: rec.digestAlg,
+      pcr: rec.pcr,
+      message: `${this.input.hostId} boot ${doc.bootId} seq ${rec.seq}: ${why}`,
+      details: { templateName: rec.templateName, digestAlg: rec.digestAlg },
+    });
+  }
+
+  /** After nextSeq moved: emit checkpoints that were waiting for it, close or move the gap. */
+  private afterAdvance(doc: ReplayDoc): void {
+    const waiting = doc.pendingQuotes.find((q) => q.seq === doc.nextSeq);
+    if (waiting !== undefined) {
+      doc.pendingQuotes = doc.pendingQuotes.filter((q) => q.seq > doc.nextSeq);
+      this.checkpoint(doc);
+    }
+    const gap = doc.gap;
+    if (gap === null || doc.nextSeq < gap.toSeq) return;
+    if (gap.heldTo > doc.nextSeq) {
+      // Records seen while the host was held were dropped: ask for them too.
+      doc.gap = { fromSeq: doc.nextSeq, toSeq: gap.heldTo, heldTo: gap.heldTo };
+      this.resend(doc, 'records dropped while waiting for a resend');
+      return;
+    }
+    doc.gap = null;
+    doc.status = 'ok';
+  }
+
+  /**
+   * Something at `end - 1` arrived while records from nextSeq are missing: hold the host, raise
+   * SEQUENCE_GAP once per gap and ask the agent for the range. Later arrivals only widen the hold.
+   */
+  private hold(doc: ReplayDoc, end: number): void {
+    this.changed = true;
+    if (doc.gap !== null) {
+      doc.gap.heldTo = Math.max(doc.gap.heldTo, end);
+      return;
+    }
+    doc.gap = { fromSeq: doc.nextSeq, toSeq: end, heldTo: end };
+    doc.status = 'gap';
+    this.alert({
+      kind: 'SEQUENCE_GAP',
+      hostId: this.input.hostId,
+      bootId: doc.bootId,
+      seq: doc.nextSeq,
+      message: `${this.input.hostId} boot ${doc.bootId}: records from seq ${doc.nextSeq} missing (saw ${end - 1})`,
+      details: { fromSeq: doc.nextSeq, seenSeq: end - 1 },
+    });
+    this.resend(doc, 'sequence gap');
+  }
+
+  private resend(doc: ReplayDoc, reason: string): void {
+    const gap = doc.gap!;
+    const requestId = createHash('sha256')
+      .update(`${this.input.hostId}\u0000${doc.bootId}\u0000${gap.fromSeq}\u0000${gap.toSeq}`)
+      .digest('hex')
+      .slice(0, 32);
+    const { fromSeq, toSeq } = gap;
+    const request = {
+      hostId: this.input.hostId,
+      bootId: doc.bootId,
+      fromSeq,
+      toSeq,
+      requestId,
+      reason,
+      at: this.input.now,
+    };
+    this.effects.push({ kind: 'resend', request });
+  }
+
+  private checkpoint(doc: ReplayDoc): void {
+    const replay = this.pcrs(doc);
+    const checkpoint: Checkpoint = {
+      hostId: this.input.hostId,
+      bootId: doc.bootId,
+      seq: doc.nextSeq,
+      pcrs: doc.schemes.flatMap((s) => flattenPcrs(s, replay.values(s))),
+      schemes: [...doc.schemes],
+      at: this.input.now,
+    };
+    this.effects.push({ kind: 'checkpoint', checkpoint });
+  }
+
+  /**
+   * The doc an event of (bootId, seq) applies to, or null when the event belongs to a boot left
+   * behind. An event of an unknown boot starts that boot, as a cold boot would; with no state at
+   * all part-way into a boot, the state was lost and REPLAY_STATE_LOST says so.
+   */
+  private current(bootId: string, seq: number): ReplayDoc | null {
+    const doc = this.doc;
+    if (doc !== null && doc.bootId === bootId) return doc;
+    if (doc !== null && doc.pastBoots.includes(bootId)) {
+      this.skipped++;
+      return null;
+    }
+    if (doc === null && seq > 0) this.stateLost(bootId, seq);
+
+    return this.startBoot(bootId);
+  }
+
+  private stateLost(bootId: string, seq: number): void {
+    this.alert({
+      kind: 'REPLAY_STATE_LOST',
+      hostId: this.input.hostId,
+      bootId,
+      seq,
+      message: `${this.input.hostId} boot ${bootId}: no replay state at seq ${seq}; asking for the boot's records again`,
+    });
+  }
+
+  private startBoot(bootId: string): ReplayDoc {
+    const old = this.doc;
+    const pastBoots = old === null ? [] : [old.bootId, ...old.pastBoots].slice(0, PAST_BOOTS_KEPT);
+    this.replay = new PcrReplay(this.input.banks === undefined ? {} : { banks: [...this.input.banks] });
+    this.doc = {
+      bootId,
+      nextSeq: 0,
+      replay: null,
+      status: 'ok',
+      shardStart: 0,
+      schemes: [...ALL_SCHEMES],
+      gap: null,
+      pendingQuotes: [],
+      pastBoots,
+      updatedAt: this.input.now,
+    };
+    this.changed = true;
+
+    return this.doc;
+  }
+
+  /** The running PCRs, deserialised once per batch. */
+  private pcrs(doc: ReplayDoc): PcrReplay {
+    this.replay ??= PcrReplay.fromState(doc.replay);
+    return this.replay;
+  }
+
+  private alert(f: Omit<Parameters<typeof makeAlert>[0], 'at'>): void {
+    this.effects.push({ kind: 'alert', alert: makeAlert({ ...f, at: this.input.now }) });
+  }
+}

@@ -1,0 +1,105 @@
+import { ImastreamError } from '../../lib/errors.ts';
+
+/** An extend scheme (DOMAIN.md §2.2): per-bank digests, or SHA-1 zero-padded into every bank. */
+export type Scheme = 'perbank' | 'padded';
+
+export const ALL_SCHEMES: readonly Scheme[] = ['perbank', 'padded'];
+
+/** ok: replaying; gap: held until a resent range arrives; mismatch: the log contradicts itself. */
+export type HostStatus = 'ok' | 'gap' | 'mismatch' | 'unknown';
+
+/** Records [fromSeq, toSeq) were asked for again; records up to heldTo were seen and dropped meanwhile. */
+export interface GapHold {
+  fromSeq: number;
+  toSeq: number;
+  heldTo: number;
+}
+
+/** A QuoteTaken seen before the replay reached its seq (the host was held by a gap). */
+export interface PendingQuote {
+  seq: number;
+  quoteId: string;
+}
+
+/**
+ * One host's replay state, the JSON at `h:{hostId}:replay` (PIPELINE.md). Written only through the
+ * compare-and-set in store.ts. The PCR values in `replay` are what the log claims; they prove
+ * nothing until a verified quote matches a checkpoint taken from them.
+ */
+export interface ReplayDoc {
+  bootId: string;
+  /** Seq of the next record to apply: every record of the boot below it has been extended once. */
+  nextSeq: number;
+  /** ReplayState of lib/ima/replay.ts: JSON-safe, opaque here. */
+  replay: unknown;
+  status: HostStatus;
+  /** Seq where the current shard starts (the last cut). */
+  shardStart: number;
+  /** Extend schemes still live; one after a quote pinned it. */
+  schemes: Scheme[];
+  gap: GapHold | null;
+  pendingQuotes: PendingQuote[];
+  /** Recent boots left behind, so a redelivered old BootEvent does not rewind the host. */
+  pastBoots: string[];
+  updatedAt: number;
+}
+
+/** The scheme a verified quote matched, written by the quote-checker at `h:{hostId}:scheme`. */
+export interface SchemePin {
+  bootId: string;
+  scheme: Scheme;
+}
+
+function bad(message: string, hostId: string): ImastreamError {
+  return new ImastreamError('IMS_REPLAY_BAD_STATE', `replay state of ${hostId}: ${message}`, {
+    details: { hostId },
+  });
+}
+
+function isSeq(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+
+function isScheme(s: unknown): s is Scheme {
+  return s === 'perbank' || s === 'padded';
+}
+
+/** Parses and checks a stored replay doc; the PCR state itself is checked by PcrReplay.fromState. */
+export function parseReplayDoc(json: string, hostId: string): ReplayDoc {
+  let d: Partial<ReplayDoc>;
+  try {
+    d = JSON.parse(json) as Partial<ReplayDoc>;
+  } catch {
+    throw bad('not JSON', hostId);
+  }
+  if (typeof d !== 'object' || d === null) throw bad('not an object', hostId);
+  if (typeof d.bootId !== 'string' || !isSeq(d.nextSeq) || !isSeq(d.shardStart))
+    throw bad('bad position', hostId);
+  if (!Array.isArray(d.schemes) || d.schemes.length === 0 || !d.schemes.every(isScheme)) {
+    throw bad('bad schemes', hostId);
+  }
+
+  return {
+    bootId: d.bootId,
+    nextSeq: d.nextSeq,
+    replay: d.replay,
+    status: d.status ?? 'unknown',
+    shardStart: d.shardStart,
+    schemes: d.schemes,
+    gap: d.gap ?? null,
+    pendingQuotes: Array.isArray(d.pendingQuotes) ? d.pendingQuotes : [],
+    pastBoots: Array.isArray(d.pastBoots) ? d.pastBoots : [],
+    updatedAt: typeof d.updatedAt === 'number' ? d.updatedAt : 0,
+  };
+}
+
+/** Parses `h:{hostId}:scheme`; anything unusable is ignored (the pin is an optimisation). */
+export function parseSchemePin(json: string | null): SchemePin | null {
+  if (json === null) return null;
+  try {
+    const p = JSON.parse(json) as Partial<SchemePin>;
+    return typeof p.bootId === 'string' && isScheme(p.scheme) ? { bootId: p.bootId, scheme: p.scheme } : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,39 @@
+import type {
+  Alert,
+  BootEvent,
+  Checkpoint,
+  LogRecord,
+  QuoteTaken,
+  SnapshotEvent,
+} from '../shared/records.ts';
+
+/** A value on ima.measurements, tagged with its record name. */
+export type MeasurementEvent =
+  | { type: 'LogRecord'; value: LogRecord }
+  | { type: 'BootEvent'; value: BootEvent }
+  | { type: 'SnapshotEvent'; value: SnapshotEvent }
+  | { type: 'QuoteTaken'; value: QuoteTaken };
+
+export const MEASUREMENT_TYPES: ReadonlySet<string> = new Set([
+  'LogRecord',
+  'BootEvent',
+  'SnapshotEvent',
+  'QuoteTaken',
+]);
+
+/** Asks an agent to resend records [fromSeq, toSeq) of a boot from its archive (PIPELINE.md). */
+export interface ResendRequest {
+  hostId: string;
+  bootId: string;
+  fromSeq: number;
+  toSeq: number;
+  requestId: string;
+  reason: string;
+  at: number;
+}
+
+/** What a batch makes the replayer tell the rest of the pipeline, produced after the state is stored. */
+export type ReplayEffect =
+  | { kind: 'alert'; alert: Alert }
+  | { kind: 'checkpoint'; checkpoint: Checkpoint }
+  | { kind: 'resend'; request: ResendRequest };

@@ -1,0 +1,214 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { PcrReplay } from '../../../lib/ima/replay.ts';
+import { type ApplyInput, applyBatch } from '../../../services/replayer/apply.ts';
+import type { ReplayDoc } from '../../../services/replayer/doc.ts';
+import type { MeasurementEvent, ReplayEffect } from '../../../services/replayer/events.ts';
+import type { LogRecord } from '../../../services/shared/records.ts';
+import { bootEvent, logRecord, quoteTaken, snapshot } from './fixtures.ts';
+
+const H = 'host-a';
+const B = 'boot-1:1';
+
+const rec = (seq: number, bootId = B): MeasurementEvent => ({
+  type: 'LogRecord',
+  value: logRecord(H, bootId, seq),
+});
+const boot = (bootId = B, kind: 'COLD' | 'KEXEC' = 'COLD'): MeasurementEvent => ({
+  type: 'BootEvent',
+  value: bootEvent(H, bootId, kind),
+});
+const taken = (seq: number, bootId = B): MeasurementEvent => ({
+  type: 'QuoteTaken',
+  value: quoteTaken(H, bootId, seq),
+});
+
+function run(doc: ReplayDoc | null, events: MeasurementEvent[], extra: Partial<ApplyInput> = {}) {
+  return applyBatch({ hostId: H, doc, pin: null, events, now: 1000, ...extra });
+}
+
+function offline(records: LogRecord[]): PcrReplay {
+  const r = new PcrReplay();
+  for (const x of records) r.extend(x);
+  return r;
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+const kinds = (effects: ReplayEffect[]) =>
+  effects.map((e) => (e.kind === 'alert' ? `alert:${e.alert.kind}` : e.kind));
+
+describe('applyBatch', () => {
+  it('replays an honest stream and checkpoints where the agent quoted', () => {
+    const out = run(null, [boot(), ...range(0, 5).map((s) => rec(s)), taken(5)]);
+
+    assert.equal(out.applied, 5);
+    assert.equal(out.doc?.nextSeq, 5);
+    assert.equal(out.doc?.status, 'ok');
+    assert.deepEqual(kinds(out.effects), ['checkpoint']);
+    const ckpt = out.effects[0]!.kind === 'checkpoint' ? out.effects[0].checkpoint : undefined;
+    const want = offline(range(0, 5).map((s) => logRecord(H, B, s)));
+    const sha256 = ckpt?.pcrs.find((p) => p.scheme === 'perbank' && p.bank === 'sha256' && p.pcr === 10);
+    assert.deepEqual(new Uint8Array(sha256!.value), want.value('perbank', 'sha256', 10));
+    assert.deepEqual(ckpt?.schemes, ['perbank', 'padded']);
+    assert.equal(ckpt?.pcrs.length, 4);
+  });
+
+  it('applies nothing twice when a batch is delivered again', () => {
+    const events = [boot(), ...range(0, 4).map((s) => rec(s))];
+    const first = run(null, events);
+    const again = run(first.doc, events);
+
+    assert.equal(again.applied, 0);
+    assert.equal(again.skipped, 5);
+    assert.equal(again.changed, false);
+    assert.equal(PcrReplay.fromState(again.doc?.replay).count, 4);
+  });
+
+  it('gives the same state whether records come in one batch or several', () => {
+    const whole = run(null, [boot(), ...range(0, 6).map((s) => rec(s))]);
+    const a = run(null, [boot(), ...range(0, 2).map((s) => rec(s))]);
+    const b = run(
+      a.doc,
+      range(0, 4).map((s) => rec(s)),
+    );
+    const c = run(
+      b.doc,
+      range(4, 6).map((s) => rec(s)),
+    );
+
+    assert.deepEqual(c.doc?.replay, whole.doc?.replay);
+    assert.equal(b.applied + c.applied + a.applied, 6);
+  });
+
+  it('holds a host at a gap, asks for the range, and resumes when it arrives', () => {
+    const held = run(null, [boot(), rec(0), rec(1), rec(3)]);
+    assert.deepEqual(kinds(held.effects), ['alert:SEQUENCE_GAP', 'resend']);
+    const gapAlert = held.effects[0]!.kind === 'alert' ? held.effects[0].alert : undefined;
+    assert.equal(gapAlert?.seq, 2);
+    assert.equal(gapAlert?.bootId, B);
+    const resend = held.effects[1]!.kind === 'resend' ? held.effects[1].request : undefined;
+    assert.deepEqual([resend?.fromSeq, resend?.toSeq], [2, 4]);
+    assert.equal(held.doc?.status, 'gap');
+    assert.equal(held.doc?.nextSeq, 2);
+
+    const later = run(held.doc, [rec(4)]);
+    assert.deepEqual(kinds(later.effects), []);
+    assert.equal(later.doc?.gap?.heldTo, 5);
+
+    const filled = run(later.doc, [rec(2), rec(3)]);
+    assert.equal(filled.doc?.nextSeq, 4);
+    assert.deepEqual(kinds(filled.effects), ['resend']);
+    const again = filled.effects[0]!.kind === 'resend' ? filled.effects[0].request : undefined;
+    assert.deepEqual([again?.fromSeq, again?.toSeq], [4, 5]);
+
+    const done = run(filled.doc, [rec(4), rec(5)]);
+    assert.equal(done.doc?.status, 'ok');
+    assert.equal(done.doc?.gap, null);
+    assert.deepEqual(done.doc?.replay, run(null, [boot(), ...range(0, 6).map((s) => rec(s))]).doc?.replay);
+  });
+
+  it('raises the same gap alert id when the gap is seen again after a redelivery', () => {
+    const a = run(null, [boot(), rec(0), rec(2)]);
+    const b = run(null, [boot(), rec(0), rec(2)]);
+    const ids = (r: typeof a) => r.effects.flatMap((e) => (e.kind === 'alert' ? [e.alert.alertId] : []));
+
+    assert.deepEqual(ids(a), ids(b));
+  });
+
+  it('checkpoints a quote announced beyond a gap once the records arrive', () => {
+    const held = run(null, [boot(), rec(0), taken(3)]);
+    assert.deepEqual(held.doc?.pendingQuotes, [{ seq: 3, quoteId: 'q-3' }]);
+    assert.deepEqual(kinds(held.effects), ['alert:SEQUENCE_GAP', 'resend']);
+
+    const filled = run(held.doc, [rec(1), rec(2)]);
+    assert.deepEqual(kinds(filled.effects), ['checkpoint']);
+    const ckpt = filled.effects[0]!.kind === 'checkpoint' ? filled.effects[0].checkpoint : undefined;
+    assert.equal(ckpt?.seq, 3);
+    assert.equal(filled.doc?.status, 'ok');
+  });
+
+  it('starts a new boot from zeros and ignores the old boot when redelivered', () => {
+    const one = run(null, [boot(), rec(0), rec(1)]);
+    const two = run(one.doc, [boot('boot-2:2'), rec(0, 'boot-2:2')]);
+    assert.equal(two.doc?.bootId, 'boot-2:2');
+    assert.equal(two.doc?.nextSeq, 1);
+    assert.deepEqual(two.doc?.pastBoots, [B]);
+
+    const stale = run(two.doc, [boot(), rec(0), rec(1), rec(2)]);
+    assert.equal(stale.applied, 0);
+    assert.equal(stale.doc?.bootId, 'boot-2:2');
+    assert.equal(PcrReplay.fromState(stale.doc?.replay).count, 1);
+  });
+
+  it('keeps the PCRs across a kexec', () => {
+    const one = run(null, [boot(), rec(0), rec(1)]);
+    const kexec = run(one.doc, [boot('boot-1b:1', 'KEXEC'), rec(2, 'boot-1b:1')]);
+    const straight = run(null, [boot(), rec(0), rec(1), rec(2)]);
+
+    assert.equal(kexec.doc?.nextSeq, 3);
+    assert.deepEqual(kexec.doc?.replay, straight.doc?.replay);
+  });
+
+  it('alerts on data that does not match its digest and extends the data as received', () => {
+    const tampered = logRecord(H, B, 1);
+    tampered.templateData = Buffer.from(tampered.templateData);
+    tampered.templateData[tampered.templateData.length - 2] ^= 0x01;
+    const out = run(null, [boot(), rec(0), { type: 'LogRecord', value: tampered }, rec(2)]);
+
+    assert.deepEqual(kinds(out.effects), ['alert:TEMPLATE_DIGEST_MISMATCH']);
+    const alert = out.effects[0]!.kind === 'alert' ? out.effects[0].alert : undefined;
+    assert.deepEqual([alert?.seq, alert?.bootId, alert?.hostId, alert?.severity], [1, B, H, 'CRITICAL']);
+    assert.equal(out.doc?.nextSeq, 3);
+    assert.equal(out.doc?.status, 'mismatch');
+    const honest = run(null, [boot(), rec(0), rec(1), rec(2)]);
+    assert.notDeepEqual(out.doc?.replay, honest.doc?.replay);
+  });
+
+  it('does not take a violation (all-zero digest) for tampering', () => {
+    const violation = logRecord(H, B, 1);
+    violation.templateDigest = Buffer.alloc(20);
+    const out = run(null, [boot(), rec(0), { type: 'LogRecord', value: violation }]);
+
+    assert.deepEqual(kinds(out.effects), []);
+    assert.equal(out.doc?.nextSeq, 2);
+  });
+
+  it('says the state was lost when records arrive part-way into a boot with no state', () => {
+    const out = run(null, [rec(5)]);
+
+    assert.deepEqual(kinds(out.effects), ['alert:REPLAY_STATE_LOST', 'alert:SEQUENCE_GAP', 'resend']);
+    const resend = out.effects[2]!.kind === 'resend' ? out.effects[2].request : undefined;
+    assert.deepEqual([resend?.fromSeq, resend?.toSeq], [0, 6]);
+  });
+
+  it('drops the other scheme once a quote pinned one', () => {
+    const one = run(null, [boot(), rec(0)]);
+    const pinned = run(one.doc, [rec(1), taken(2)], { pin: { bootId: B, scheme: 'perbank' } });
+
+    assert.deepEqual(pinned.doc?.schemes, ['perbank']);
+    const ckpt = pinned.effects[0]!.kind === 'checkpoint' ? pinned.effects[0].checkpoint : undefined;
+    assert.deepEqual(ckpt?.schemes, ['perbank']);
+    assert.ok(ckpt?.pcrs.every((p) => p.scheme === 'perbank'));
+  });
+
+  it('ignores a pin of another boot', () => {
+    const one = run(null, [boot(), rec(0)]);
+    const out = run(one.doc, [rec(1)], { pin: { bootId: 'other:9', scheme: 'padded' } });
+
+    assert.deepEqual(out.doc?.schemes, ['perbank', 'padded']);
+  });
+
+  it('marks the shard start at a cut', () => {
+    const out = run(null, [
+      boot(),
+      rec(0),
+      rec(1),
+      { type: 'SnapshotEvent', value: snapshot(H, B, 2) },
+      rec(2),
+    ]);
+
+    assert.equal(out.doc?.shardStart, 2);
+    assert.equal(out.doc?.nextSeq, 3);
+  });
+});
