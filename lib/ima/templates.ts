@@ -1,0 +1,135 @@
+import type { ErrorCode } from '../errors.ts';
+import { type FieldId, isFieldId, prefixedDigestProblem } from './fields.ts';
+import { LEGACY_DIGEST_SIZE, LEGACY_IMA, LEGACY_NAME_MAX } from './record.ts';
+
+/**
+ * Template descriptors: which fields a template name stands for (kernel ima_template.c,
+ * DOMAIN.md §1.5). A custom `ima_template_fmt=` log names each record by its format string, so a
+ * name made only of known field ids is its own descriptor.
+ */
+export const TEMPLATES: Readonly<Record<string, readonly FieldId[]>> = {
+  ima: ['d', 'n'],
+  'ima-ng': ['d-ng', 'n-ng'],
+  'ima-sig': ['d-ng', 'n-ng', 'sig'],
+  'ima-buf': ['d-ng', 'n-ng', 'buf'],
+  'ima-modsig': ['d-ng', 'n-ng', 'sig', 'd-modsig', 'modsig'],
+  'evm-sig': ['d-ng', 'n-ng', 'evmsig', 'xattrnames', 'xattrlengths', 'xattrvalues', 'iuid', 'igid', 'imode'],
+  'ima-ngv2': ['d-ngv2', 'n-ng'],
+  'ima-sigv2': ['d-ngv2', 'n-ng', 'sig'],
+};
+
+/** IMA_TEMPLATE_NUM_FIELDS_MAX in the kernel. */
+export const MAX_TEMPLATE_FIELDS = 15;
+
+/** `builtin`: in the table; `custom`: a format string of known fields; `unknown`: neither. */
+export type TemplateKind = 'legacy' | 'builtin' | 'custom' | 'unknown';
+
+export interface TemplateDescriptor {
+  kind: TemplateKind;
+  /** Field ids in order; empty for `unknown`. */
+  fields: readonly FieldId[];
+}
+
+const UNKNOWN: TemplateDescriptor = { kind: 'unknown', fields: [] };
+const cache = new Map<string, TemplateDescriptor>();
+/** Custom names come from hostile input: bound the cache so it cannot grow without end. */
+const CACHE_MAX = 1024;
+
+/** The descriptor of a template name (cached; names are few in any real log). */
+export function templateDescriptor(name: string): TemplateDescriptor {
+  const hit = cache.get(name);
+  if (hit !== undefined) return hit;
+  const d = describe(name);
+  if (cache.size < CACHE_MAX) cache.set(name, d);
+
+  return d;
+}
+
+function describe(name: string): TemplateDescriptor {
+  if (name === LEGACY_IMA) return { kind: 'legacy', fields: TEMPLATES.ima! };
+  if (Object.hasOwn(TEMPLATES, name)) return { kind: 'builtin', fields: TEMPLATES[name]! };
+  const parts = name.split('|');
+  if (parts.length > MAX_TEMPLATE_FIELDS || !parts.every(isFieldId)) return UNKNOWN;
+
+  return { kind: 'custom', fields: parts };
+}
+
+/**
+ * Splits template data into its fields: each is `u32 len || len bytes`, the length in the log's
+ * byte order. Returns the fields as views, or a message saying where they stop fitting.
+ * Not for the legacy template, whose data has no per-field lengths.
+ */
+export function splitFields(data: Uint8Array, count: number, littleEndian: boolean): Uint8Array[] | string {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const fields: Uint8Array[] = [];
+  let pos = 0;
+  for (let i = 0; i < count; i++) {
+    if (data.byteLength - pos < 4) return `field ${i + 1} of ${count}: length missing at +${pos}`;
+    const len = view.getUint32(pos, littleEndian);
+    pos += 4;
+    if (len > data.byteLength - pos)
+      return `field ${i + 1} of ${count}: length ${len} overruns data at +${pos}`;
+    fields.push(data.subarray(pos, pos + len));
+    pos += len;
+  }
+  if (pos !== data.byteLength) return `${data.byteLength - pos} bytes left after ${count} fields`;
+
+  return fields;
+}
+
+/** Legacy `ima` data: filedigest[20] || u32 name_len || name. Returns the name or a message. */
+export function splitLegacy(
+  data: Uint8Array,
+  littleEndian: boolean,
+): { fileDigest: Uint8Array; name: Uint8Array } | string {
+  if (data.byteLength < LEGACY_DIGEST_SIZE + 4) return 'legacy ima data shorter than digest and name length';
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const len = view.getUint32(LEGACY_DIGEST_SIZE, littleEndian);
+  if (len > LEGACY_NAME_MAX) return `legacy ima name length ${len} exceeds ${LEGACY_NAME_MAX}`;
+  if (len !== data.byteLength - LEGACY_DIGEST_SIZE - 4)
+    return `legacy ima name length ${len} does not fill the data`;
+
+  return { fileDigest: data.subarray(0, LEGACY_DIGEST_SIZE), name: data.subarray(LEGACY_DIGEST_SIZE + 4) };
+}
+
+/** A problem found inside one record's template data; the record itself still replays. */
+export interface TemplateProblem {
+  code: ErrorCode;
+  message: string;
+}
+
+/**
+ * What is wrong with a record's template data, if anything: fields that do not exactly fill it,
+ * or a malformed digest field. Violations are exempt from the digest-field check: older kernels
+ * log `<alg>:` with 20 zero bytes whatever the algorithm. Unknown templates are not checked.
+ */
+export function templateDataProblem(
+  name: string,
+  data: Uint8Array,
+  littleEndian: boolean,
+  violation: boolean,
+): TemplateProblem | undefined {
+  const d = templateDescriptor(name);
+  if (d.kind === 'unknown') return undefined;
+  if (d.kind === 'legacy') {
+    const legacy = splitLegacy(data, littleEndian);
+    return typeof legacy === 'string' ? { code: 'IMS_IMA_BAD_TEMPLATE_DATA', message: legacy } : undefined;
+  }
+  const fields = splitFields(data, d.fields.length, littleEndian);
+  if (typeof fields === 'string') return { code: 'IMS_IMA_BAD_TEMPLATE_DATA', message: `${name}: ${fields}` };
+  if (violation) return undefined;
+  const message = digestFieldProblem(d.fields, fields);
+
+  return message === undefined ? undefined : { code: 'IMS_IMA_BAD_FIELD', message };
+}
+
+function digestFieldProblem(ids: readonly FieldId[], fields: Uint8Array[]): string | undefined {
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (id !== 'd-ng' && id !== 'd-ngv2' && id !== 'd-modsig') continue;
+    const problem = prefixedDigestProblem(fields[i]!);
+    if (problem !== undefined) return `${id}: ${problem}`;
+  }
+
+  return undefined;
+}
