@@ -25,6 +25,7 @@ const CATALOGUE = {
   IMS_IMA_UNKNOWN_FORMAT: 'the log is neither binary nor ASCII IMA format',
   IMS_IMA_UNSUPPORTED_ALG: 'hash algorithm not supported',
   IMS_IMA_BAD_SNAPSHOT_AGGREGATE: 'snapshot_aggregate data does not follow the RFC grammar',
+  IMS_IMA_UNKNOWN_TEMPLATE: 'template name is neither built in nor a list of known fields',
 
   // replay
   IMS_REPLAY_BAD_EXPECTATION: 'an expected PCR value is malformed',
