@@ -1,0 +1,321 @@
+import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { fromHex, toHex } from '../../lib/bytes/hex.ts';
+import { ImastreamError } from '../../lib/errors.ts';
+import { digestSize, type HashAlg, isHashAlg } from '../../lib/hash.ts';
+import { parseAsciiLog } from '../../lib/ima/ascii.ts';
+import { parseBinaryLog } from '../../lib/ima/binary.ts';
+import type { ImaRecord } from '../../lib/ima/record.ts';
+import { EXTEND_SCHEMES, type ExtendScheme, PcrReplay } from '../../lib/ima/replay.ts';
+import type { PcrValues } from '../../lib/pcr.ts';
+import type { Attest } from '../../lib/tpm/attest.ts';
+import { publicFromPem, publicFromSpki } from '../../lib/tpm/key.ts';
+import { computePcrDigest, type MissingPcr } from '../../lib/tpm/pcr-digest.ts';
+import { type PcrFileFormat, parsePcrFile } from '../../lib/tpm/pcr-file.ts';
+import type { PcrSelection } from '../../lib/tpm/pcr-selection.ts';
+import { type AkPublic, parsePublic } from '../../lib/tpm/public.ts';
+import { type QuoteFailure, type QuoteVerdict, verifyQuote } from '../../lib/tpm/quote.ts';
+import { type CliIO, EXIT } from '../io.ts';
+
+const USAGE = `usage: imastream check-quote --quote MSG --sig SIG --ak AKPUB [--nonce HEX]
+                            [--log LOG [--log-alg ALG]] [--pcrs FILE [--pcrs-format F]] [--json]
+
+  --quote MSG        TPMS_ATTEST (tpm2_quote -m)
+  --sig SIG          TPMT_SIGNATURE (tpm2_quote -s, tss format)
+  --ak AKPUB         AK public: TPM2B_PUBLIC / TPMT_PUBLIC, PEM or DER SPKI, or a PEM/DER certificate
+  --nonce HEX        the nonce the quote must carry in extraData
+  --log LOG          IMA log (binary or ASCII): the pcrDigest must equal its replay after some record
+  --log-alg ALG      template-digest bank of a binary per-bank log (default sha1)
+  --pcrs FILE        PCR values (tpm2_quote -o); with --log, only for PCRs the log never extends
+  --pcrs-format F    serialized (default), values or text (BANK:PCR=HEX per line)
+  --json             one JSON object instead of text
+
+exit: 0 valid, 1 not valid (reason codes printed), 2 unusable input`;
+
+const OPTIONS = {
+  quote: { type: 'string' },
+  sig: { type: 'string' },
+  ak: { type: 'string' },
+  nonce: { type: 'string' },
+  log: { type: 'string' },
+  'log-alg': { type: 'string' },
+  pcrs: { type: 'string' },
+  'pcrs-format': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Where the quote's PCR values were found in the log. */
+interface LogMatch {
+  /** Records replayed when the quote was taken (0 = before the first). */
+  count: number;
+  schemes: ExtendScheme[];
+  records: number;
+}
+
+interface Outcome {
+  verdict: QuoteVerdict;
+  failures: QuoteFailure[];
+  logMatch?: LogMatch;
+  pcrsChecked: boolean;
+}
+
+/**
+ * `imastream check-quote`: verifies one quote offline with our own verifier (signature, nonce,
+ * pcrDigest against a PCR file or a log replay). The AK is taken as given: this checks a quote,
+ * not that the AK belongs to a TPM.
+ */
+export async function run(argv: string[], io: CliIO): Promise<number> {
+  const args = parseCliArgs(argv);
+  if (args.help) {
+    io.out(USAGE);
+    return EXIT.ok;
+  }
+  const attest = await readInput(required(args.quote, '--quote'), 'quote');
+  const signature = await readInput(required(args.sig, '--sig'), 'signature');
+  const akPublic = parseAkFile(await readInput(required(args.ak, '--ak'), 'AK'));
+  const nonce = args.nonce === undefined ? undefined : fromHex(args.nonce, '--nonce');
+  const verdict = await verifyQuote({ attest, signature, akPublic, nonce });
+  const outcome = await checkPcrs(verdict, args);
+  report(outcome, args.json === true, io);
+
+  return outcome.failures.length === 0 ? EXIT.ok : EXIT.failed;
+}
+
+type Args = ReturnType<typeof parseCliArgs>;
+
+function parseCliArgs(argv: string[]) {
+  try {
+    return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values;
+  } catch (cause) {
+    throw new ImastreamError('IMS_CLI_USAGE', `${(cause as Error).message}\n${USAGE}`, { cause });
+  }
+}
+
+function required(value: string | undefined, flag: string): string {
+  if (value === undefined) throw new ImastreamError('IMS_CLI_USAGE', `${flag} is required\n${USAGE}`);
+
+  return value;
+}
+
+async function readInput(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (cause) {
+    throw new ImastreamError('IMS_IO_READ_FAILED', `cannot read ${what} file ${path}`, {
+      cause,
+      details: { path },
+    });
+  }
+}
+
+/** The AK from whichever form the file holds: PEM key or certificate, DER SPKI or certificate, TPM bytes. */
+export function parseAkFile(bytes: Uint8Array): AkPublic {
+  const text = Buffer.from(bytes).toString('latin1');
+  if (text.includes('-----BEGIN CERTIFICATE-----')) return publicOfCertificate(bytes);
+  if (text.includes('-----BEGIN')) return publicFromPem(text);
+  if (bytes[0] === 0x30) {
+    try {
+      return publicOfCertificate(bytes);
+    } catch {
+      return publicFromSpki(bytes);
+    }
+  }
+
+  return parsePublic(bytes);
+}
+
+function publicOfCertificate(bytes: Uint8Array): AkPublic {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(Buffer.from(bytes));
+  } catch (cause) {
+    throw new ImastreamError('IMS_TPM_BAD_PUBLIC', 'AK certificate cannot be parsed', { cause });
+  }
+
+  return publicFromSpki(new Uint8Array(cert.publicKey.export({ type: 'spki', format: 'der' })));
+}
+
+/** Adds the pcrDigest check (PCR file, log replay, or both) to the verdict's failures. */
+async function checkPcrs(verdict: QuoteVerdict, args: Args): Promise<Outcome> {
+  const failures = [...verdict.failures];
+  const { attest, signature } = verdict;
+  if (
+    attest?.quote === undefined ||
+    signature === undefined ||
+    (args.log === undefined && args.pcrs === undefined)
+  ) {
+    return { verdict, failures, pcrsChecked: false };
+  }
+  const fileValues =
+    args.pcrs === undefined ? undefined : await readPcrFile(args.pcrs, args, attest.quote.pcrSelection);
+  if (args.log === undefined) {
+    failures.push(...digestFailures(attest, fileValues!, signature.hashAlg));
+    return { verdict, failures, pcrsChecked: true };
+  }
+  const records = await readLog(args.log, args['log-alg']);
+  const logMatch = matchLog(attest, records, fileValues, signature.hashAlg);
+  if (logMatch === undefined) {
+    failures.push({
+      code: 'QUOTE_PCR_DIGEST_MISMATCH',
+      message: `no prefix of the ${records.length}-record log gives pcrDigest`,
+    });
+  }
+
+  return { verdict, failures, pcrsChecked: true, ...(logMatch && { logMatch }) };
+}
+
+async function readPcrFile(path: string, args: Args, selection: PcrSelection): Promise<PcrValues> {
+  const format = args['pcrs-format'] ?? 'serialized';
+  if (format !== 'serialized' && format !== 'values' && format !== 'text') {
+    throw new ImastreamError('IMS_CLI_USAGE', `--pcrs-format ${format}: serialized, values or text`);
+  }
+
+  return parsePcrFile(await readInput(path, 'PCR'), format satisfies PcrFileFormat, selection);
+}
+
+function digestFailures(attest: Attest, values: PcrValues, hashAlg: HashAlg): QuoteFailure[] {
+  const digest = computePcrDigest(attest.quote!.pcrSelection, values, hashAlg);
+  if (!(digest instanceof Uint8Array)) throw missingPcrs(digest.missing, 'the PCR file');
+  if (Buffer.compare(digest, attest.quote!.pcrDigest) !== 0) {
+    return [{ code: 'QUOTE_PCR_DIGEST_MISMATCH', message: `PCR values give ${toHex(digest)}` }];
+  }
+
+  return [];
+}
+
+async function readLog(path: string, alg: string | undefined): Promise<ImaRecord[]> {
+  const bytes = await readInput(path, 'log');
+  if (alg !== undefined && !isHashAlg(alg)) throw new ImastreamError('IMS_CLI_USAGE', `--log-alg ${alg}`);
+  const parsed = looksBinary(bytes)
+    ? parseBinaryLog(bytes, alg === undefined ? {} : { digestAlg: alg })
+    : parseAsciiLog(bytes, alg === undefined ? {} : { digestAlg: alg });
+  const fatal = parsed.problems.find(
+    (p) => p.code === 'IMS_IMA_TRUNCATED' || p.code === 'IMS_IMA_UNKNOWN_FORMAT',
+  );
+  if (parsed.records.length === 0 && fatal !== undefined) {
+    throw new ImastreamError(fatal.code, `log ${path}: ${fatal.message}`, {
+      details: { offset: fatal.offset },
+    });
+  }
+
+  return parsed.records;
+}
+
+/** A binary log starts with a u32 PCR index (< 24) in either byte order; an ASCII one with digits. */
+function looksBinary(bytes: Uint8Array): boolean {
+  if (bytes.byteLength < 4) return false;
+
+  return (bytes[1] === 0 && bytes[2] === 0) || (bytes[0] === 0 && bytes[1] === 0);
+}
+
+/**
+ * The first record count at which the log's replay reproduces pcrDigest, under either extend
+ * scheme. PCRs the log extends come from the replay (zeros before their first record); the
+ * rest must come from the PCR file.
+ */
+function matchLog(
+  attest: Attest,
+  records: ImaRecord[],
+  fileValues: PcrValues | undefined,
+  hashAlg: HashAlg,
+): LogMatch | undefined {
+  const { pcrSelection, pcrDigest } = attest.quote!;
+  const banks = pcrSelection.flatMap(({ bank }) => (typeof bank === 'number' ? [] : [bank]));
+  const logPcrs = new Set(records.map((r) => r.pcr));
+  const replay = new PcrReplay({ banks: [...new Set(banks)], schemes: EXTEND_SCHEMES });
+  for (let count = 0; ; count++) {
+    const schemes = EXTEND_SCHEMES.filter((scheme) => {
+      const values = mergeValues(replay.values(scheme), logPcrs, fileValues, pcrSelection);
+      const digest = computePcrDigest(pcrSelection, values, hashAlg);
+      if (!(digest instanceof Uint8Array)) throw missingPcrs(digest.missing, 'the log');
+      return Buffer.compare(digest, pcrDigest) === 0;
+    });
+    if (schemes.length > 0) return { count, schemes, records: records.length };
+    const record = records[count];
+    if (record === undefined) return undefined;
+    replay.extend(record);
+  }
+}
+
+/** Selected values: the replay's for PCRs the log extends (zeros until extended), else the file's. */
+function mergeValues(
+  replayed: PcrValues,
+  logPcrs: Set<number>,
+  fileValues: PcrValues | undefined,
+  selection: PcrSelection,
+): PcrValues {
+  const out: PcrValues = new Map();
+  for (const { bank, pcrs } of selection) {
+    if (typeof bank === 'number') continue;
+    const values = out.get(bank) ?? new Map<number, Uint8Array>();
+    for (const pcr of pcrs) {
+      const value = logPcrs.has(pcr)
+        ? (replayed.get(bank)?.get(pcr) ?? new Uint8Array(digestSize(bank)))
+        : fileValues?.get(bank)?.get(pcr);
+      if (value !== undefined) values.set(pcr, value);
+    }
+    out.set(bank, values);
+  }
+
+  return out;
+}
+
+function missingPcrs(missing: MissingPcr[], source: string): ImastreamError {
+  const list = missing.map(
+    ({ bank, pcr }) => `${typeof bank === 'number' ? `0x${bank.toString(16)}` : bank}:${pcr}`,
+  );
+
+  return new ImastreamError(
+    'IMS_CLI_USAGE',
+    `no value for PCR ${list.join(', ')} in ${source}; give them with --pcrs`,
+    {
+      details: { missing: list },
+    },
+  );
+}
+
+function report(outcome: Outcome, json: boolean, io: CliIO): void {
+  const { verdict, failures, logMatch } = outcome;
+  const attest = verdict.attest;
+  const summary = {
+    ok: failures.length === 0,
+    failures,
+    signature: verdict.signature && { sigAlg: verdict.signature.sigAlg, hashAlg: verdict.signature.hashAlg },
+    quote: attest && {
+      qualifiedSigner: toHex(attest.qualifiedSigner),
+      extraData: toHex(attest.extraData),
+      clock: attest.clockInfo.clock.toString(),
+      resetCount: attest.clockInfo.resetCount,
+      restartCount: attest.clockInfo.restartCount,
+      safe: attest.clockInfo.safe,
+      firmwareVersion: `0x${attest.firmwareVersion.toString(16)}`,
+      selection: attest.quote?.pcrSelection,
+      pcrDigest: attest.quote && toHex(attest.quote.pcrDigest),
+    },
+    pcrsChecked: outcome.pcrsChecked,
+    logMatch,
+  };
+  if (json) {
+    io.out(JSON.stringify(summary));
+    return;
+  }
+  for (const line of textLines(summary, logMatch)) io.out(line);
+}
+
+function textLines(
+  summary: { ok: boolean; failures: QuoteFailure[]; pcrsChecked: boolean },
+  m?: LogMatch,
+): string[] {
+  const lines = summary.failures.map((f) => `${f.code}: ${f.message}`);
+  if (m !== undefined) {
+    lines.push(
+      `log: pcrDigest matches after ${m.count} of ${m.records} records (extend scheme ${m.schemes.join(', ')})`,
+    );
+  }
+  if (!summary.pcrsChecked) lines.push('pcrDigest not checked (no --log or --pcrs)');
+  lines.push(summary.ok ? 'quote: valid' : 'quote: NOT valid');
+
+  return lines;
+}
