@@ -67,13 +67,17 @@ class HostBatch {
   apply(ev: MeasurementEvent): void {
     switch (ev.type) {
       case 'LogRecord':
-        return this.onRecord(ev.value);
+        this.onRecord(ev.value);
+        break;
       case 'BootEvent':
-        return this.onBoot(ev.value);
+        this.onBoot(ev.value);
+        break;
       case 'SnapshotEvent':
-        return this.onSnapshot(ev.value);
+        this.onSnapshot(ev.value);
+        break;
       case 'QuoteTaken':
-        return this.onQuoteTaken(ev.value);
+        this.onQuoteTaken(ev.value);
+        break;
     }
   }
 
@@ -121,7 +125,10 @@ class HostBatch {
   private onSnapshot(ev: SnapshotEvent): void {
     const doc = this.current(ev.bootId, ev.seq);
     if (doc === null || ev.seq < doc.nextSeq) return;
-    if (ev.seq > doc.nextSeq) return this.hold(doc, ev.seq);
+    if (ev.seq > doc.nextSeq) {
+      this.hold(doc, ev.seq);
+      return;
+    }
     doc.shardStart = ev.seq;
     this.changed = true;
   }
@@ -133,7 +140,10 @@ class HostBatch {
       this.skipped++;
       return;
     }
-    if (ev.seq === doc.nextSeq) return this.checkpoint(doc);
+    if (ev.seq === doc.nextSeq) {
+      this.checkpoint(doc);
+      return;
+    }
     if (!doc.pendingQuotes.some((q) => q.seq === ev.seq)) {
       doc.pendingQuotes = [...doc.pendingQuotes, { seq: ev.seq, quoteId: ev.quoteId }].slice(
         -PENDING_QUOTES_KEPT,
@@ -149,7 +159,10 @@ class HostBatch {
       this.skipped++;
       return;
     }
-    if (rec.seq > doc.nextSeq) return this.hold(doc, rec.seq + 1);
+    if (rec.seq > doc.nextSeq) {
+      this.hold(doc, rec.seq + 1);
+      return;
+    }
     this.extend(doc, rec);
     this.afterAdvance(doc);
   }
@@ -270,7 +283,7 @@ class HostBatch {
   private current(bootId: string, seq: number): ReplayDoc | null {
     const doc = this.doc;
     if (doc !== null && doc.bootId === bootId) return doc;
-    if (doc !== null && doc.pastBoots.includes(bootId)) {
+    if (doc?.pastBoots.includes(bootId)) {
       this.skipped++;
       return null;
     }

@@ -35,6 +35,12 @@ function offline(records: LogRecord[]): PcrReplay {
 }
 
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+function nth<K extends ReplayEffect['kind']>(effects: ReplayEffect[], i: number, kind: K) {
+  const e = effects[i];
+  assert.equal(e?.kind, kind);
+  return e as Extract<ReplayEffect, { kind: K }>;
+}
+
 const kinds = (effects: ReplayEffect[]) =>
   effects.map((e) => (e.kind === 'alert' ? `alert:${e.alert.kind}` : e.kind));
 
@@ -46,7 +52,7 @@ describe('applyBatch', () => {
     assert.equal(out.doc?.nextSeq, 5);
     assert.equal(out.doc?.status, 'ok');
     assert.deepEqual(kinds(out.effects), ['checkpoint']);
-    const ckpt = out.effects[0]!.kind === 'checkpoint' ? out.effects[0].checkpoint : undefined;
+    const ckpt = nth(out.effects, 0, 'checkpoint').checkpoint;
     const want = offline(range(0, 5).map((s) => logRecord(H, B, s)));
     const sha256 = ckpt?.pcrs.find((p) => p.scheme === 'perbank' && p.bank === 'sha256' && p.pcr === 10);
     assert.deepEqual(new Uint8Array(sha256!.value), want.value('perbank', 'sha256', 10));
@@ -84,10 +90,10 @@ describe('applyBatch', () => {
   it('holds a host at a gap, asks for the range, and resumes when it arrives', () => {
     const held = run(null, [boot(), rec(0), rec(1), rec(3)]);
     assert.deepEqual(kinds(held.effects), ['alert:SEQUENCE_GAP', 'resend']);
-    const gapAlert = held.effects[0]!.kind === 'alert' ? held.effects[0].alert : undefined;
+    const gapAlert = nth(held.effects, 0, 'alert').alert;
     assert.equal(gapAlert?.seq, 2);
     assert.equal(gapAlert?.bootId, B);
-    const resend = held.effects[1]!.kind === 'resend' ? held.effects[1].request : undefined;
+    const resend = nth(held.effects, 1, 'resend').request;
     assert.deepEqual([resend?.fromSeq, resend?.toSeq], [2, 4]);
     assert.equal(held.doc?.status, 'gap');
     assert.equal(held.doc?.nextSeq, 2);
@@ -99,7 +105,7 @@ describe('applyBatch', () => {
     const filled = run(later.doc, [rec(2), rec(3)]);
     assert.equal(filled.doc?.nextSeq, 4);
     assert.deepEqual(kinds(filled.effects), ['resend']);
-    const again = filled.effects[0]!.kind === 'resend' ? filled.effects[0].request : undefined;
+    const again = nth(filled.effects, 0, 'resend').request;
     assert.deepEqual([again?.fromSeq, again?.toSeq], [4, 5]);
 
     const done = run(filled.doc, [rec(4), rec(5)]);
@@ -123,7 +129,7 @@ describe('applyBatch', () => {
 
     const filled = run(held.doc, [rec(1), rec(2)]);
     assert.deepEqual(kinds(filled.effects), ['checkpoint']);
-    const ckpt = filled.effects[0]!.kind === 'checkpoint' ? filled.effects[0].checkpoint : undefined;
+    const ckpt = nth(filled.effects, 0, 'checkpoint').checkpoint;
     assert.equal(ckpt?.seq, 3);
     assert.equal(filled.doc?.status, 'ok');
   });
@@ -152,12 +158,13 @@ describe('applyBatch', () => {
 
   it('alerts on data that does not match its digest and extends the data as received', () => {
     const tampered = logRecord(H, B, 1);
-    tampered.templateData = Buffer.from(tampered.templateData);
-    tampered.templateData[tampered.templateData.length - 2] ^= 0x01;
+    const data = Buffer.from(tampered.templateData);
+    data[data.length - 2]! ^= 0x01;
+    tampered.templateData = data;
     const out = run(null, [boot(), rec(0), { type: 'LogRecord', value: tampered }, rec(2)]);
 
     assert.deepEqual(kinds(out.effects), ['alert:TEMPLATE_DIGEST_MISMATCH']);
-    const alert = out.effects[0]!.kind === 'alert' ? out.effects[0].alert : undefined;
+    const alert = nth(out.effects, 0, 'alert').alert;
     assert.deepEqual([alert?.seq, alert?.bootId, alert?.hostId, alert?.severity], [1, B, H, 'CRITICAL']);
     assert.equal(out.doc?.nextSeq, 3);
     assert.equal(out.doc?.status, 'mismatch');
@@ -178,7 +185,7 @@ describe('applyBatch', () => {
     const out = run(null, [rec(5)]);
 
     assert.deepEqual(kinds(out.effects), ['alert:REPLAY_STATE_LOST', 'alert:SEQUENCE_GAP', 'resend']);
-    const resend = out.effects[2]!.kind === 'resend' ? out.effects[2].request : undefined;
+    const resend = nth(out.effects, 2, 'resend').request;
     assert.deepEqual([resend?.fromSeq, resend?.toSeq], [0, 6]);
   });
 
@@ -187,7 +194,7 @@ describe('applyBatch', () => {
     const pinned = run(one.doc, [rec(1), taken(2)], { pin: { bootId: B, scheme: 'perbank' } });
 
     assert.deepEqual(pinned.doc?.schemes, ['perbank']);
-    const ckpt = pinned.effects[0]!.kind === 'checkpoint' ? pinned.effects[0].checkpoint : undefined;
+    const ckpt = nth(pinned.effects, 0, 'checkpoint').checkpoint;
     assert.deepEqual(ckpt?.schemes, ['perbank']);
     assert.ok(ckpt?.pcrs.every((p) => p.scheme === 'perbank'));
   });
