@@ -61,6 +61,11 @@ const CATALOGUE = {
   IMS_WIRE_OVERSIZED: 'message exceeds the size limit',
   IMS_WIRE_ENCODE: 'a value does not match the Avro schema it is written with',
 
+  // infra: Kafka and Redis adapters (services/shared)
+  IMS_KAFKA_UNAVAILABLE: 'the Kafka cluster did not answer in time',
+  IMS_KAFKA_TOPIC_MISMATCH: 'an existing topic differs from the topic table (partitions)',
+  IMS_REDIS_BAD_KEY: 'a hostId, bootId or seq cannot be part of a Redis key',
+
   // config and services
   // agent: the host agent's local state and log following
   IMS_AGENT_STATE_CORRUPT: 'the agent position file is malformed or inconsistent',
