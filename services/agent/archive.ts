@@ -11,6 +11,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { ImastreamError } from '../../lib/errors.ts';
+import { type HashAlg, isHashAlg } from '../../lib/hash.ts';
 import { fsyncDir, writeFileAtomic } from './position.ts';
 
 /** One index entry: u64le offset of the record in records.bin, u32le length. */
@@ -18,12 +19,14 @@ const ENTRY_SIZE = 12;
 /** Most records one resend may read back, so a hostile request cannot exhaust memory. */
 export const MAX_RESEND_RECORDS = 100_000;
 
-/** How the archived bytes are to be parsed again (they are the log's own bytes). */
+/**
+ * How the archived bytes are to be parsed again (they are the log's own bytes; the byte order is
+ * sniffed from the first record, as on the log itself).
+ */
 export interface ArchiveMeta {
   bootId: string;
-  byteOrder: 'LE' | 'BE';
   /** Bank of the template digests in the records (`sha1` for the legacy log file). */
-  digestAlg: string;
+  digestAlg: HashAlg;
 }
 
 /**
@@ -166,7 +169,7 @@ function readMeta(file: string): ArchiveMeta | undefined {
     throw err;
   }
   const meta = JSON.parse(text) as ArchiveMeta;
-  if (typeof meta.bootId !== 'string' || (meta.byteOrder !== 'LE' && meta.byteOrder !== 'BE')) {
+  if (typeof meta.bootId !== 'string' || !isHashAlg(meta.digestAlg)) {
     throw archiveCorrupt(file, 'meta.json is malformed');
   }
 

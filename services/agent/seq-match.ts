@@ -1,7 +1,7 @@
 import { bytesEqual } from '../../lib/bytes/hex.ts';
-import { digestSize, type HashAlg, hash } from '../../lib/hash.ts';
-import { padDigest, templateDigestOf, violationDigest } from '../../lib/ima/digest.ts';
-import { type ImaRecord, isViolation } from '../../lib/ima/record.ts';
+import type { HashAlg } from '../../lib/hash.ts';
+import type { ImaRecord } from '../../lib/ima/record.ts';
+import { type ExtendScheme, PcrReplay } from '../../lib/ima/replay.ts';
 import type { PcrValues } from '../../lib/pcr.ts';
 import { computePcrDigest } from '../../lib/tpm/pcr-digest.ts';
 import type { PcrSelection } from '../../lib/tpm/pcr-selection.ts';
@@ -118,39 +118,25 @@ export class SeqMatcher {
   }
 }
 
-/** Extend schemes: per-bank digests (kernels ≥ 5.8) or SHA-1 zero-padded into every bank. */
-export type ExtendScheme = 'perbank' | 'padded';
-
 /**
- * The kernel's extend rule (DOMAIN.md §2) for the banks the agent quotes: what the TPM must hold
- * if the log is complete and the host's kernel uses `scheme`.
+ * The kernel's extend rule (DOMAIN.md §2) for the banks the agent quotes, through the shared
+ * {@link PcrReplay}: what the TPM must hold if the log is complete and the host's kernel uses
+ * `scheme`.
  */
 export class BankTracker implements PcrTracker {
-  private readonly banks: readonly HashAlg[];
+  private readonly replay: PcrReplay;
   private readonly scheme: ExtendScheme;
-  private readonly pcrs = new Map<string, Uint8Array>();
 
   constructor(banks: readonly HashAlg[], scheme: ExtendScheme = 'perbank') {
-    this.banks = banks;
+    this.replay = new PcrReplay({ banks, schemes: [scheme] });
     this.scheme = scheme;
   }
 
   extend(rec: ImaRecord): void {
-    const sha1 = this.scheme === 'padded' && !isViolation(rec) ? templateDigestOf(rec, 'sha1') : undefined;
-    for (const bank of this.banks) {
-      const d = isViolation(rec)
-        ? violationDigest(bank, this.scheme === 'padded')
-        : sha1 !== undefined
-          ? padDigest(sha1, bank)
-          : templateDigestOf(rec, bank);
-      const key = `${bank}:${rec.pcr}`;
-      this.pcrs.set(key, hash(bank, this.pcrs.get(key) ?? new Uint8Array(digestSize(bank)), d));
-    }
+    this.replay.extend(rec);
   }
 
   value(bank: HashAlg, pcr: number): Uint8Array | undefined {
-    if (!this.banks.includes(bank)) return undefined;
-
-    return this.pcrs.get(`${bank}:${pcr}`) ?? new Uint8Array(digestSize(bank));
+    return this.replay.banks.includes(bank) ? this.replay.value(this.scheme, bank, pcr) : undefined;
   }
 }

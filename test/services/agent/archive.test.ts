@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { hasCode } from '../../../lib/errors.ts';
 import { type ArchiveMeta, archiveDir, RecordArchive } from '../../../services/agent/archive.ts';
 
-const META: ArchiveMeta = { bootId: 'b:1', byteOrder: 'LE', digestAlg: 'sha1' };
+const META: ArchiveMeta = { bootId: 'b:1', digestAlg: 'sha1' };
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'ims-arch-'));
