@@ -1,0 +1,280 @@
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import { toHex } from '../../lib/bytes/hex.ts';
+import { ImastreamError } from '../../lib/errors.ts';
+import { canHash, DEFAULT_BANKS, type HashAlg, hashAlgFromKernelName, isHashAlg } from '../../lib/hash.ts';
+import { checkTemplateDigest } from '../../lib/ima/check.ts';
+import { type ExpectationResult, ExpectationTracker, parseExpectation } from '../../lib/ima/expect.ts';
+import { createLogParser, type LogFormat, type LogParser, sniffFormat } from '../../lib/ima/parse.ts';
+import { type ByteOrder, type ImaRecord, isViolation, type ParseProblem } from '../../lib/ima/record.ts';
+import { PcrReplay, type ReplayState } from '../../lib/ima/replay.ts';
+import { type CliIO, EXIT } from '../io.ts';
+
+const USAGE = `usage: imastream replay LOG [--format auto|binary|ascii] [--digest-alg ALG]
+                        [--byte-order le|be|auto] [--banks sha1,sha256,...] [--expect BANK:PCR=HEX ...] [--json]
+
+  LOG              binary_runtime_measurements[_<alg>] or ascii_runtime_measurements[_<alg>]
+  --format F       log format (default auto: sniffed from the first bytes)
+  --digest-alg A   bank of the template-digest column (default: from a _<alg> file name, else sha1)
+  --byte-order B   binary logs only (default auto)
+  --banks LIST     banks to replay (default sha1,sha256)
+  --expect E       a TPM's PCR value BANK:PCR=HEX; repeatable
+  --json           one JSON document instead of text
+
+Replays both extend schemes (perbank: each bank's own hash; padded: SHA-1 zero-padded).
+exit: 0 ok (with --expect: every value matched), 1 an expected value never matched, 2 unusable input`;
+
+const OPTIONS = {
+  format: { type: 'string', default: 'auto' },
+  'digest-alg': { type: 'string' },
+  'byte-order': { type: 'string', default: 'auto' },
+  banks: { type: 'string' },
+  expect: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Read size: large enough to keep syscalls rare, small enough that memory stays flat. */
+const CHUNK = 1 << 20;
+/** Digest mismatches and problems listed in full; the rest are counted. */
+const LIST_MAX = 1000;
+
+interface Options {
+  path: string;
+  format: LogFormat | 'auto';
+  /** Undefined: sha1 for binary logs; by column width for ASCII logs. */
+  digestAlg: HashAlg | undefined;
+  byteOrder: ByteOrder | 'auto';
+  banks: HashAlg[];
+  expect: string[];
+  json: boolean;
+}
+
+interface Summary {
+  file: string;
+  format: LogFormat;
+  /** Undefined: chosen per record by the digest's size (ASCII logs without a bank suffix). */
+  digestAlg: HashAlg | undefined;
+  records: number;
+  templates: Record<string, number>;
+  violations: number;
+  digestMismatches: { count: number; listed: ParseProblem[] };
+  problems: ParseProblem[];
+  pcrs: ReplayState['pcrs'];
+  expectations: ExpectationResult[];
+}
+
+/**
+ * `imastream replay`: replays an IMA log offline and prints the PCR values it implies. Values
+ * computed from a log prove nothing by themselves; `--expect` compares them with values a TPM
+ * reported (a verified quote or a PCR read), at every record count, as the quote may lag the log.
+ */
+export async function run(argv: string[], io: CliIO): Promise<number> {
+  const opts = parseOptions(argv);
+  if (opts === undefined) {
+    io.out(USAGE);
+    return EXIT.ok;
+  }
+  const summary = await replayFile(opts);
+  if (opts.json) io.out(JSON.stringify(toJson(summary), null, 2));
+  else printText(summary, io);
+  if (opts.expect.length === 0) return EXIT.ok;
+
+  return summary.expectations.every((e) => e.matchedAt !== null) ? EXIT.ok : EXIT.failed;
+}
+
+function usage(message: string): ImastreamError {
+  return new ImastreamError('IMS_CLI_USAGE', message);
+}
+
+function parseOptions(argv: string[]): Options | undefined {
+  let parsed: ReturnType<
+    typeof parseArgs<{ args: string[]; options: typeof OPTIONS; allowPositionals: true }>
+  >;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+  } catch (err) {
+    throw usage(err instanceof Error ? err.message : String(err));
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return undefined;
+  if (positionals.length !== 1) throw usage('expected exactly one LOG file');
+  const path = positionals[0]!;
+  const format = oneOf(values.format, ['auto', 'binary', 'ascii'], '--format');
+  const byteOrder = oneOf(values['byte-order'], ['auto', 'le', 'be'], '--byte-order');
+
+  return {
+    path,
+    format,
+    byteOrder,
+    digestAlg: values['digest-alg'] === undefined ? digestAlgFromName(path) : bank(values['digest-alg']),
+    banks: values.banks === undefined ? [...DEFAULT_BANKS] : values.banks.split(',').map(bank),
+    expect: values.expect ?? [],
+    json: values.json === true,
+  };
+}
+
+function oneOf<T extends string>(value: string, allowed: readonly T[], what: string): T {
+  if (!(allowed as readonly string[]).includes(value))
+    throw usage(`${what} must be one of ${allowed.join(', ')}`);
+
+  return value as T;
+}
+
+function bank(name: string): HashAlg {
+  const alg = hashAlgFromKernelName(name) ?? (isHashAlg(name) ? name : undefined);
+  if (alg === undefined || !canHash(alg)) {
+    throw new ImastreamError('IMS_IMA_UNSUPPORTED_ALG', `hash algorithm '${name}' not supported`);
+  }
+
+  return alg;
+}
+
+/** `binary_runtime_measurements_sha256` was written for the SHA-256 bank (Linux 6.10+). */
+function digestAlgFromName(path: string): HashAlg | undefined {
+  const m = /_runtime_measurements_([a-z0-9-]+)$/.exec(basename(path));
+  return m === null ? undefined : bank(m[1]!);
+}
+
+const BY_SIZE: Readonly<Record<number, HashAlg>> = { 20: 'sha1', 32: 'sha256', 48: 'sha384', 64: 'sha512' };
+
+/** The bank to check a record's digest in: the file's, else guessed from the digest size. */
+function checkAlg(fileAlg: HashAlg | undefined, rec: ImaRecord): HashAlg {
+  return fileAlg ?? BY_SIZE[rec.templateDigest.byteLength] ?? 'sha1';
+}
+
+async function replayFile(opts: Options): Promise<Summary> {
+  const expectations = opts.expect.map(parseExpectation);
+  const replay = new PcrReplay({ banks: opts.banks });
+  const tracker = new ExpectationTracker(replay, expectations);
+  const s: Summary = {
+    file: opts.path,
+    format: 'binary',
+    digestAlg: opts.digestAlg,
+    records: 0,
+    templates: {},
+    violations: 0,
+    digestMismatches: { count: 0, listed: [] },
+    problems: [],
+    pcrs: {},
+    expectations: [],
+  };
+
+  const onRecord = (rec: ImaRecord) => {
+    replay.extend(rec);
+    tracker.observe();
+    s.records++;
+    s.templates[rec.templateName] = (s.templates[rec.templateName] ?? 0) + 1;
+    if (isViolation(rec)) s.violations++;
+    const alg = checkAlg(s.digestAlg, rec);
+    const mismatch = checkTemplateDigest(rec, alg, replay.lastTemplateDigest(alg));
+    if (mismatch !== undefined && s.digestMismatches.count++ < LIST_MAX)
+      s.digestMismatches.listed.push(mismatch);
+  };
+  const { format, problems } = await streamRecords(
+    opts,
+    (format) => {
+      s.format = format;
+      s.digestAlg ??= format === 'binary' ? 'sha1' : undefined;
+    },
+    onRecord,
+  );
+  s.format = format;
+  s.problems = problems;
+  s.pcrs = replay.state().pcrs;
+  s.expectations = tracker.results();
+
+  return s;
+}
+
+/** Streams the file through the incremental parser; the whole log is never in memory. */
+async function streamRecords(
+  opts: Options,
+  onFormat: (format: LogFormat) => void,
+  onRecord: (rec: ImaRecord) => void,
+): Promise<{ format: LogFormat; problems: ParseProblem[] }> {
+  await statFile(opts.path);
+  let parser: LogParser | undefined;
+  let format: LogFormat = opts.format === 'auto' ? 'binary' : opts.format;
+  try {
+    for await (const chunk of createReadStream(opts.path, { highWaterMark: CHUNK })) {
+      if (parser === undefined) {
+        format = pickFormat(opts.format, chunk as Buffer);
+        onFormat(format);
+        const digestAlg = opts.digestAlg ?? (format === 'binary' ? 'sha1' : undefined);
+        parser = createLogParser(format, { digestAlg, byteOrder: opts.byteOrder });
+      }
+      for (const rec of parser.push(chunk as Buffer)) onRecord(rec);
+    }
+  } catch (err) {
+    if (err instanceof ImastreamError) throw err;
+    throw new ImastreamError('IMS_IO_READ_FAILED', `${opts.path}: ${(err as Error).message}`, { cause: err });
+  }
+
+  return { format, problems: parser?.finish() ?? [] };
+}
+
+async function statFile(path: string): Promise<void> {
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) throw new Error('not a regular file');
+  } catch (err) {
+    throw new ImastreamError('IMS_IO_READ_FAILED', `${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function pickFormat(requested: LogFormat | 'auto', head: Uint8Array): LogFormat {
+  if (requested !== 'auto') return requested;
+  const sniffed = sniffFormat(head);
+  if (sniffed === undefined) {
+    throw new ImastreamError('IMS_IMA_UNKNOWN_FORMAT', 'the file is neither a binary nor an ASCII IMA log');
+  }
+
+  return sniffed;
+}
+
+function toJson(s: Summary): Record<string, unknown> {
+  return {
+    ...s,
+    digestMismatches: { count: s.digestMismatches.count, listed: s.digestMismatches.listed },
+    expectations: s.expectations.map((e) => ({
+      bank: e.expectation.bank,
+      pcr: e.expectation.pcr,
+      value: toHex(e.expectation.value),
+      matchedAt: e.matchedAt,
+      scheme: e.scheme,
+    })),
+  };
+}
+
+function printText(s: Summary, io: CliIO): void {
+  io.out(`log: ${s.file} (${s.format}, template digests ${s.digestAlg ?? 'by size'})`);
+  const templates = Object.entries(s.templates).map(([name, n]) => `${name} ${n}`);
+  io.out(`records: ${s.records}${templates.length > 0 ? ` (${templates.join(', ')})` : ''}`);
+  io.out(`violations: ${s.violations}`);
+  io.out(`digest mismatches: ${s.digestMismatches.count}`);
+  for (const p of s.digestMismatches.listed.slice(0, 20)) io.out(`  at byte ${p.offset}: ${p.message}`);
+  io.out(`parse problems: ${s.problems.length}`);
+  for (const p of s.problems.slice(0, 20)) io.out(`  ${where(p)}: ${p.code}: ${p.message}`);
+  for (const [scheme, banks] of Object.entries(s.pcrs)) {
+    io.out(`PCR values (${scheme}):`);
+    for (const [alg, values] of Object.entries(banks ?? {})) {
+      for (const [pcr, hex] of Object.entries(values))
+        io.out(`  ${alg.padEnd(6)} PCR${pcr.padStart(2, '0')} ${hex}`);
+    }
+  }
+  for (const e of s.expectations) io.out(expectationLine(e));
+}
+
+function where(p: ParseProblem): string {
+  return p.line === undefined ? `at byte ${p.offset}` : `line ${p.line} (byte ${p.offset})`;
+}
+
+function expectationLine(e: ExpectationResult): string {
+  const what = `${e.expectation.bank}:${e.expectation.pcr}=${toHex(e.expectation.value)}`;
+  if (e.matchedAt === null) return `expect ${what}: NOT matched at any record count`;
+
+  return `expect ${what}: matched after ${e.matchedAt} records (${e.scheme})`;
+}
