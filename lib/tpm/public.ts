@@ -49,24 +49,21 @@ export interface TpmPublic extends AkPublic {
 
 /**
  * Parses a public area, with or without the TPM2B_PUBLIC size prefix (`tpm2_createak -u` writes
- * TPM2B_PUBLIC; go-attestation stores TPMT_PUBLIC). The prefix is recognised when it equals the
- * remaining length and is followed by an RSA or ECC type.
+ * TPM2B_PUBLIC; go-attestation stores TPMT_PUBLIC). A TPMT_PUBLIC starts with its type, RSA
+ * (0x0001) or ECC (0x0023); a size prefix of 1 or 35 is too small for any public area, so the first
+ * u16 tells the two apart. A TPM2B's size must match the bytes that follow.
  */
 export function parsePublic(bytes: Uint8Array): TpmPublic {
   if (bytes.byteLength > LIMITS.publicArea + 2) {
     throw badPublic(`${bytes.byteLength} bytes exceeds ${LIMITS.publicArea}`, 0);
   }
-  const body = hasSizePrefix(bytes) ? bytes.subarray(2) : bytes;
+  const r = tpmReader(bytes);
+  const first = r.u16be('TPM2B_PUBLIC.size');
+  if (first === TPM_ALG.RSA || first === TPM_ALG.ECC) return parseTpmtPublic(bytes);
+  const body = r.bytes(first, 'TPM2B_PUBLIC.publicArea');
+  expectEnd(r, 'TPM2B_PUBLIC');
 
   return parseTpmtPublic(body);
-}
-
-function hasSizePrefix(bytes: Uint8Array): boolean {
-  if (bytes.byteLength < 4) return false;
-  const size = (bytes[0]! << 8) | bytes[1]!;
-  const type = (bytes[2]! << 8) | bytes[3]!;
-
-  return size === bytes.byteLength - 2 && (type === TPM_ALG.RSA || type === TPM_ALG.ECC);
 }
 
 /*
