@@ -1,28 +1,34 @@
+import { checkKeyPart, redisKeys } from '../shared/redis.ts';
+
+const host = (hostId: string) => `h:{${checkKeyPart('hostId', hostId)}}`;
+
 /**
- * Redis keys of one host (PIPELINE.md). The `{hostId}` hash tag puts all of a host's keys in one
+ * Redis keys of one host (PIPELINE.md), the shared ones from services/shared/redis.ts plus those
+ * only the replayer and the quote-checker use. Key parts come from messages, so they are checked
+ * (IMS_REDIS_BAD_KEY). The `{hostId}` hash tag puts all of a host's keys in one
  * Redis Cluster slot, so one Lua script may touch several of them.
  */
 export const hostKeys = {
-  replay: (hostId: string) => `h:{${hostId}}:replay`,
-  ckpt: (hostId: string, bootId: string, seq: number) => `h:{${hostId}}:ckpt:${bootId}:${seq}`,
-  quote: (hostId: string, bootId: string, seq: number) => `h:{${hostId}}:quote:${bootId}:${seq}`,
-  shards: (hostId: string) => `h:{${hostId}}:shards`,
-  quoteLast: (hostId: string) => `h:{${hostId}}:quote-last`,
+  replay: redisKeys.replay,
+  ckpt: redisKeys.checkpoint,
+  quote: redisKeys.quote,
+  shards: redisKeys.shards,
+  quoteLast: redisKeys.quoteLast,
   /** Scheme pinned by a verified quote, honoured by the replayer (JSON {bootId, scheme}). */
-  scheme: (hostId: string) => `h:{${hostId}}:scheme`,
+  scheme: (hostId: string) => `${host(hostId)}:scheme`,
   /** Effects of the last stored batch not yet known to be produced (transactional outbox). */
-  outbox: (hostId: string) => `h:{${hostId}}:outbox`,
+  outbox: (hostId: string) => `${host(hostId)}:outbox`,
   /** End of the last closed shard per boot (JSON), for the next verdict's start. */
-  closed: (hostId: string) => `h:{${hostId}}:closed`,
+  closed: (hostId: string) => `${host(hostId)}:closed`,
   /** Quote ids already verified, so a replayed quote is caught (set, with a TTL). */
-  quoteIds: (hostId: string) => `h:{${hostId}}:quote-ids`,
+  quoteIds: (hostId: string) => `${host(hostId)}:quote-ids`,
   /** AK enrolled to the host (JSON), written from ima.enrollments. */
-  enrollment: (hostId: string) => `h:{${hostId}}:enrollment`,
+  enrollment: (hostId: string) => `${host(hostId)}:enrollment`,
 };
 
 /** Every key pattern of a host, for tests and tooling that clean a host up. */
 export function hostKeyPattern(hostId: string): string {
-  return `h:{${hostId}}:*`;
+  return `${host(hostId)}:*`;
 }
 
 /** How long a checkpoint or a parked quote waits for its other half. */

@@ -1,0 +1,237 @@
+import { createHash } from 'node:crypto';
+
+import { bytesEqual } from '../../lib/bytes/hex.ts';
+import { isImastreamError } from '../../lib/errors.ts';
+import { type HashAlg, isHashAlg } from '../../lib/hash.ts';
+import type { PcrValues } from '../../lib/pcr.ts';
+import type { Attest } from '../../lib/tpm/attest.ts';
+import { parsePublic } from '../../lib/tpm/public.ts';
+import {
+  type ClockFailure,
+  checkClock,
+  matchPcrDigest,
+  type QuoteFailure,
+  verifyQuote,
+} from '../../lib/tpm/quote.ts';
+import { type AlertKind, makeAlert } from '../alerts/make.ts';
+import type { Alert, PcrValue, Quote } from '../shared/records.ts';
+import { findNonce, type IssuedNonce } from './nonce-window.ts';
+
+/** An AK enrolled to a host (from ima.enrollments). */
+export interface EnrolledAk {
+  akPublic: Uint8Array;
+  akName: Uint8Array;
+  status: string;
+}
+
+/** Enrolment states under which an AK's quotes are not accepted. */
+const REFUSED_STATUS = new Set(['revoked', 'rejected', 'failed']);
+
+/** The last verified quote of a host, for the counter rules. `clock` is a decimal string (u64). */
+export interface LastQuote {
+  bootId: string;
+  quoteId: string;
+  attestHash: string;
+  resetCount: number;
+  restartCount: number;
+  clock: string;
+}
+
+/** What the quote-checker knows about the host when a quote arrives. */
+export interface QuoteContext {
+  enrollment: EnrolledAk | null;
+  /** Nonces the quote may carry: recent epochs and the host's pending challenges. */
+  accepted: readonly IssuedNonce[];
+  last: LastQuote | null;
+  /**
+   * Where (topic:partition:offset) this exact TPMS_ATTEST was first accepted, if it was. The same
+   * position again is Kafka redelivering the message; any other position is the quote replayed.
+   */
+  seenAt: string | null;
+  /** Position of the message being judged. */
+  position: string;
+  now: number;
+}
+
+/** A quote that passed every check: its clock and, when shipped, its PCR values are trusted. */
+export interface AcceptedQuote {
+  attestHash: string;
+  hashAlg: HashAlg;
+  clock: LastQuote;
+  /** TPM PCR values whose digest equals the signed pcrDigest, in selection order; null if none shipped. */
+  quoted: PcrValue[] | null;
+  /** The same quote delivered again: already past the freshness checks once. */
+  redelivery: boolean;
+  attest: Attest;
+}
+
+export type Judgement =
+  | { ok: true; quote: AcceptedQuote }
+  | { ok: false; alerts: Alert[]; reasons: string[] };
+
+/** The Quote record as PIPELINE.md has it: with the PCR values the agent read alongside. */
+export type QuoteWithPcrs = Quote & { pcrs?: PcrValue[] | null };
+
+/** Identity of a quote's signed bytes: a replayed quote has the same hash under any quoteId. */
+export function attestHashOf(attest: Uint8Array): string {
+  return createHash('sha256').update(attest).digest('hex');
+}
+
+const SIGNATURE_FAILURES = new Set(['QUOTE_BAD_SIGNATURE', 'QUOTE_SCHEME_MISMATCH', 'QUOTE_HASH_MISMATCH']);
+const MALFORMED_FAILURES = new Set(['QUOTE_BAD_MAGIC', 'QUOTE_NOT_A_QUOTE']);
+
+/**
+ * Verifies one quote against what the fleet knows (DESIGN.md §5, DOMAIN.md §4): the AK is the one
+ * enrolled to the host (UNKNOWN_AK), the signature verifies (BAD_SIGNATURE), extraData is a nonce
+ * the fleet issued recently (NONCE_MISMATCH), the counters never go back and the signed bytes were
+ * not seen under another quoteId (STALE_QUOTE), and the shipped PCR values hash to the signed
+ * pcrDigest (MALFORMED_QUOTE). Every failed check raises its alert; nothing here is trusted unless
+ * the result is ok.
+ */
+export async function judgeQuote(quote: QuoteWithPcrs, ctx: QuoteContext): Promise<Judgement> {
+  const found = new Findings(quote, ctx.now);
+  const ak = ctx.enrollment;
+  if (ak === null || REFUSED_STATUS.has(ak.status) || !bytesEqual(ak.akName, quote.akName)) {
+    found.add(
+      'UNKNOWN_AK',
+      ak === null ? 'no AK enrolled for the host' : `AK not enrolled to the host (${ak.status})`,
+    );
+    return found.judgement();
+  }
+  const checked = await verify(quote, ak, found);
+  if (checked === undefined) return found.judgement();
+  const { attest, hashAlg } = checked;
+
+  const attestHash = attestHashOf(quote.attest);
+  // A redelivered message passed the freshness checks the first time; its nonce may have aged since.
+  const redelivery = ctx.seenAt === ctx.position;
+  if (ctx.seenAt !== null && !redelivery) found.add('STALE_QUOTE', `quote already accepted at ${ctx.seenAt}`);
+  if (!redelivery) checkFreshness(quote, attest, ctx, found);
+  const quoted = trustedPcrs(quote, attest, hashAlg, found);
+  if (found.any()) return found.judgement();
+
+  const { resetCount, restartCount, clock } = attest.clockInfo;
+  const last: LastQuote = {
+    bootId: quote.bootId,
+    quoteId: quote.quoteId,
+    attestHash,
+    resetCount,
+    restartCount,
+    clock: clock.toString(),
+  };
+
+  return { ok: true, quote: { attestHash, hashAlg, clock: last, quoted, redelivery, attest } };
+}
+
+/** Signature and structure checks; undefined when the quote cannot be used at all. */
+async function verify(quote: Quote, ak: EnrolledAk, found: Findings) {
+  try {
+    const verdict = await verifyQuote({
+      attest: quote.attest,
+      signature: quote.signature,
+      akPublic: parsePublic(ak.akPublic),
+      nonce: quote.nonce,
+    });
+    for (const f of verdict.failures) found.add(kindOf(f), f.message);
+    if (!verdict.ok || verdict.attest === undefined || verdict.signature === undefined) return undefined;
+
+    return { attest: verdict.attest, hashAlg: verdict.signature.hashAlg };
+  } catch (err) {
+    if (!isImastreamError(err)) throw err;
+    found.add('MALFORMED_QUOTE', `${err.code}: ${err.message}`);
+    return undefined;
+  }
+}
+
+function checkFreshness(quote: Quote, attest: Attest, ctx: QuoteContext, found: Findings): void {
+  if (findNonce(ctx.accepted, quote.nonce) === undefined)
+    found.add('NONCE_MISMATCH', 'nonce is not a recent one');
+  for (const f of clockFailures(ctx.last, attest)) found.add('STALE_QUOTE', f.message);
+}
+
+function kindOf(f: QuoteFailure): AlertKind {
+  if (SIGNATURE_FAILURES.has(f.code)) return 'BAD_SIGNATURE';
+  if (MALFORMED_FAILURES.has(f.code)) return 'MALFORMED_QUOTE';
+  if (f.code === 'QUOTE_NONCE_MISMATCH') return 'NONCE_MISMATCH';
+
+  return 'MALFORMED_QUOTE';
+}
+
+/**
+ * Counter rules against the host's last verified quote. `safe = NO` alone is not fatal: swtpm and
+ * real TPMs report it after any unorderly shutdown; the counters still must not go back.
+ */
+function clockFailures(last: LastQuote | null, attest: Attest): ClockFailure[] {
+  const prev = last === null ? undefined : { ...last, clock: BigInt(last.clock) };
+
+  return checkClock(prev, attest.clockInfo).filter((f) => f.code !== 'QUOTE_CLOCK_UNSAFE');
+}
+
+/**
+ * The shipped PCR values, trusted only when they hash to the verified pcrDigest, ordered as the
+ * quote selected them. Null when none were shipped.
+ */
+function trustedPcrs(
+  quote: QuoteWithPcrs,
+  attest: Attest,
+  hashAlg: HashAlg,
+  found: Findings,
+): PcrValue[] | null {
+  const shipped = (quote.pcrs ?? []).filter((p) => p.scheme === 'tpm' && isHashAlg(p.bank));
+  if (shipped.length === 0 || attest.quote === undefined) return null;
+  const values: PcrValues = new Map();
+  for (const p of shipped) {
+    const bank = p.bank as HashAlg;
+    if (!values.has(bank)) values.set(bank, new Map());
+    values.get(bank)!.set(p.pcr, p.value);
+  }
+  if (!matchPcrDigest(attest, values, hashAlg)) {
+    found.add('MALFORMED_QUOTE', 'shipped PCR values do not hash to the signed pcrDigest');
+    return null;
+  }
+  const ordered: PcrValue[] = [];
+  for (const { bank, pcrs } of attest.quote.pcrSelection) {
+    if (typeof bank === 'number') continue;
+    for (const pcr of [...pcrs].sort((a, b) => a - b)) {
+      ordered.push({ scheme: 'tpm', bank, pcr, value: Buffer.from(values.get(bank)!.get(pcr)!) });
+    }
+  }
+
+  return ordered;
+}
+
+/** Alerts of one quote, one per kind, each id bound to the quote. */
+class Findings {
+  private readonly byKind = new Map<AlertKind, string[]>();
+
+  constructor(
+    private readonly quote: Quote,
+    private readonly now: number,
+  ) {}
+
+  add(kind: AlertKind, reason: string): void {
+    this.byKind.set(kind, [...(this.byKind.get(kind) ?? []), reason]);
+  }
+
+  any(): boolean {
+    return this.byKind.size > 0;
+  }
+
+  judgement(): Judgement {
+    const q = this.quote;
+    const alerts = [...this.byKind].map(([kind, reasons]) =>
+      makeAlert({
+        kind,
+        hostId: q.hostId,
+        bootId: q.bootId,
+        seq: q.seq,
+        key: q.quoteId,
+        message: `${q.hostId} boot ${q.bootId} quote ${q.quoteId} at seq ${q.seq}: ${reasons.join('; ')}`,
+        details: { quoteId: q.quoteId, reasons },
+        at: this.now,
+      }),
+    );
+
+    return { ok: false, alerts, reasons: [...this.byKind].flatMap(([k, r]) => r.map((x) => `${k}: ${x}`)) };
+  }
+}

@@ -1,0 +1,109 @@
+import { makeAlert } from '../alerts/make.ts';
+import type { SchemePin } from '../replayer/doc.ts';
+import { type PcrValueJson, pcrsFromJson, pcrsToJson } from '../replayer/pcrs.ts';
+import type { Alert, Checkpoint, PcrValue, Verdict } from '../shared/records.ts';
+import type { Comparison } from './compare.ts';
+
+/** The end of a host's last closed shard: where the next one starts, with its quote-verified PCRs. */
+export interface ClosedShard {
+  bootId: string;
+  endSeq: number;
+  scheme: string;
+  endPcrs: PcrValueJson[];
+}
+
+export interface VerdictInput {
+  checkpoint: Checkpoint;
+  quoteId: string;
+  comparison: Comparison;
+  /** Last closed shard of the host, of any boot. */
+  closed: ClosedShard | null;
+  now: number;
+}
+
+export interface VerdictOutcome {
+  verdict: Verdict;
+  alerts: Alert[];
+  /** The new last closed shard when this one closed. */
+  closed: ClosedShard | null;
+  /** The scheme the match pinned. */
+  pin: SchemePin | null;
+}
+
+/**
+ * The shard a quote at `seq` judges: from the end of the last closed shard of the same boot (or
+ * the boot's start, from zeros) to `seq`. A later quote matching closes everything before it, so
+ * a quote at or before the last closed end judges [0, seq) again rather than an empty range.
+ */
+export function shardRange(
+  closed: ClosedShard | null,
+  bootId: string,
+  seq: number,
+): { startSeq: number; endSeq: number } {
+  const startSeq = closed !== null && closed.bootId === bootId && closed.endSeq < seq ? closed.endSeq : 0;
+
+  return { startSeq, endSeq: seq };
+}
+
+/** Builds the verdict of a joined quote and checkpoint, with the PCR_MISMATCH alert of a failure. */
+export function buildVerdict(input: VerdictInput): VerdictOutcome {
+  const { checkpoint: c, comparison } = input;
+  const { startSeq, endSeq } = shardRange(input.closed, c.bootId, c.seq);
+  const scheme = comparison.match ? comparison.scheme : null;
+  const endPcrs = scheme === null ? c.pcrs : c.pcrs.filter((p) => p.scheme === scheme);
+  const verdict: Verdict = {
+    hostId: c.hostId,
+    bootId: c.bootId,
+    shardId: `${c.bootId}:${startSeq}-${endSeq}`,
+    startSeq,
+    endSeq,
+    status: comparison.match ? 'CLOSED' : 'FAILED',
+    quoteId: input.quoteId,
+    scheme,
+    startPcrs: startPcrsOf(input.closed, startSeq, endPcrs),
+    endPcrs,
+    reasons: comparison.match ? [] : [comparison.reason],
+    at: input.now,
+  };
+  if (!comparison.match)
+    return { verdict, alerts: [mismatchAlert(input, comparison)], closed: null, pin: null };
+  const closed = { bootId: c.bootId, endSeq, scheme: comparison.scheme, endPcrs: pcrsToJson(endPcrs) };
+
+  return {
+    verdict,
+    alerts: [],
+    closed,
+    pin: { bootId: c.bootId, scheme: comparison.scheme as SchemePin['scheme'] },
+  };
+}
+
+/** The previous shard's quote-verified end values, or zeros at a boot's start. */
+function startPcrsOf(closed: ClosedShard | null, startSeq: number, endPcrs: readonly PcrValue[]): PcrValue[] {
+  if (startSeq > 0 && closed !== null) return pcrsFromJson(closed.endPcrs);
+
+  return endPcrs.map((p) => ({ ...p, value: Buffer.alloc(p.value.length) }));
+}
+
+function mismatchAlert(input: VerdictInput, comparison: Extract<Comparison, { match: false }>): Alert {
+  const c = input.checkpoint;
+  const d = comparison.divergence;
+
+  return makeAlert({
+    kind: 'PCR_MISMATCH',
+    hostId: c.hostId,
+    bootId: c.bootId,
+    seq: c.seq,
+    bank: d?.bank ?? null,
+    pcr: d?.pcr ?? null,
+    key: input.quoteId,
+    message: `${c.hostId} boot ${c.bootId}: replay of records [0, ${c.seq}) disagrees with quote ${input.quoteId}: ${comparison.reason}`,
+    details: {
+      quoteId: input.quoteId,
+      schemes: c.schemes,
+      ...(d === null
+        ? {}
+        : { scheme: d.scheme, quoted: d.quoted.toString('hex'), replayed: d.replayed.toString('hex') }),
+    },
+    at: input.now,
+  });
+}
