@@ -1,7 +1,7 @@
-import pino from 'pino';
 import { parseAgentConfig, USAGE } from '../../services/agent/config.ts';
 import { Agent, toolDir } from '../../services/agent/main.ts';
 import { TpmTools } from '../../services/agent/tpm.ts';
+import { createLogger, hostLogger, LOG_LEVELS, type LogLevel } from '../../services/shared/logger.ts';
 import { type CliIO, EXIT } from '../io.ts';
 
 /**
@@ -14,10 +14,9 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     io.out(USAGE);
     return EXIT.ok;
   }
-  const log = pino({
-    level: process.env.IMASTREAM_LOG_LEVEL ?? 'info',
-    base: { service: 'agent', hostId: config.hostId },
-  });
+  const wanted = process.env.IMASTREAM_LOG_LEVEL ?? 'info';
+  const level = (LOG_LEVELS as readonly string[]).includes(wanted) ? (wanted as LogLevel) : 'info';
+  const log = hostLogger(createLogger({ service: 'agent', level }), config.hostId);
   log.info({ config: { ...config, selection: undefined } }, 'agent starting');
   const agent = new Agent(config, log, new TpmTools(config.tcti, toolDir(config.stateDir)));
   const stop = () => void agent.stop();
