@@ -4,8 +4,7 @@ import { parseArgs } from 'node:util';
 import { fromHex, toHex } from '../../lib/bytes/hex.ts';
 import { ImastreamError } from '../../lib/errors.ts';
 import { digestSize, type HashAlg, isHashAlg } from '../../lib/hash.ts';
-import { parseAsciiLog } from '../../lib/ima/ascii.ts';
-import { parseBinaryLog } from '../../lib/ima/binary.ts';
+import { parseLog } from '../../lib/ima/parse.ts';
 import type { ImaRecord } from '../../lib/ima/record.ts';
 import { EXTEND_SCHEMES, type ExtendScheme, PcrReplay } from '../../lib/ima/replay.ts';
 import type { PcrValues } from '../../lib/pcr.ts';
@@ -188,9 +187,7 @@ function digestFailures(attest: Attest, values: PcrValues, hashAlg: HashAlg): Qu
 async function readLog(path: string, alg: string | undefined): Promise<ImaRecord[]> {
   const bytes = await readInput(path, 'log');
   if (alg !== undefined && !isHashAlg(alg)) throw new ImastreamError('IMS_CLI_USAGE', `--log-alg ${alg}`);
-  const parsed = looksBinary(bytes)
-    ? parseBinaryLog(bytes, alg === undefined ? {} : { digestAlg: alg })
-    : parseAsciiLog(bytes, alg === undefined ? {} : { digestAlg: alg });
+  const parsed = parseLog(bytes, { format: 'auto', ...(alg !== undefined && { digestAlg: alg }) });
   const fatal = parsed.problems.find(
     (p) => p.code === 'IMS_IMA_TRUNCATED' || p.code === 'IMS_IMA_UNKNOWN_FORMAT',
   );
@@ -201,13 +198,6 @@ async function readLog(path: string, alg: string | undefined): Promise<ImaRecord
   }
 
   return parsed.records;
-}
-
-/** A binary log starts with a u32 PCR index (< 24) in either byte order; an ASCII one with digits. */
-function looksBinary(bytes: Uint8Array): boolean {
-  if (bytes.byteLength < 4) return false;
-
-  return (bytes[1] === 0 && bytes[2] === 0) || (bytes[0] === 0 && bytes[1] === 0);
 }
 
 /**
