@@ -1,0 +1,77 @@
+import { createPublicKey } from 'node:crypto';
+import { toHex } from '../bytes/hex.ts';
+import { hash } from '../hash.ts';
+import { type TrustStore, verifyEkCertificate } from '../tpm/ek-cert.ts';
+import { toJwk } from '../tpm/key.ts';
+import type { PublicKey } from '../tpm/public.ts';
+import type { EkPolicyName, RejectionCode } from './types.ts';
+
+/**
+ * Which EKs the fleet trusts. An EK that comes with a certificate must chain to `trustStore`
+ * (a bad certificate is refused, never downgraded to the no-certificate rule). An EK without one
+ * is handled by `withoutCertificate`:
+ *   - `reject`: certificates are required;
+ *   - `allow-list`: its key hash must be in `allowList` (provisioned from an inventory);
+ *   - `tofu`: trust on first use: the first EK seen for a host is accepted, and a later
+ *     enrolment of that host must present the same EK. TOFU proves nothing about the first EK;
+ *     it only detects a change afterwards.
+ */
+export interface EkPolicy {
+  trustStore: TrustStore | null;
+  withoutCertificate: 'reject' | 'allow-list' | 'tofu';
+  /** Lowercase hex SHA-256 of each allowed EK's DER SubjectPublicKeyInfo (see {@link ekKeyHash}). */
+  allowList: ReadonlySet<string>;
+}
+
+export type EkVerdict =
+  | { ok: true; policy: EkPolicyName; message: string }
+  | { ok: false; code: RejectionCode; message: string };
+
+export interface EkEvidence {
+  key: PublicKey;
+  certificate: Uint8Array | null;
+  /** The EK key hash of the host's current enrolment, for TOFU; undefined if none. */
+  previousKeyHash: string | undefined;
+}
+
+/**
+ * SHA-256 (lowercase hex) of the EK public key as DER SubjectPublicKeyInfo: the same value as
+ * `tpm2_createek -f der -u ek.der && sha256sum ek.der`, or `openssl pkey -pubin -outform der`.
+ */
+export function ekKeyHash(key: PublicKey): string {
+  const spki = createPublicKey({ key: toJwk(key), format: 'jwk' }).export({ format: 'der', type: 'spki' });
+
+  return toHex(hash('sha256', spki));
+}
+
+/** Decides whether the EK is trusted under `policy` at time `at`. */
+export async function evaluateEk(evidence: EkEvidence, policy: EkPolicy, at: Date): Promise<EkVerdict> {
+  if (evidence.certificate !== null && policy.trustStore !== null) {
+    const v = await verifyEkCertificate(evidence.certificate, evidence.key, policy.trustStore, at);
+    if (!v.ok) return { ok: false, code: v.code, message: v.message };
+    return { ok: true, policy: 'ek-cert', message: v.message };
+  }
+
+  return withoutCertificate(evidence, policy);
+}
+
+function withoutCertificate(evidence: EkEvidence, policy: EkPolicy): EkVerdict {
+  const keyHash = ekKeyHash(evidence.key);
+  switch (policy.withoutCertificate) {
+    case 'reject':
+      return { ok: false, code: 'EK_NO_CERTIFICATE', message: 'an EK certificate is required' };
+    case 'allow-list':
+      return policy.allowList.has(keyHash)
+        ? { ok: true, policy: 'ek-allow-list', message: `EK ${keyHash} is allow-listed` }
+        : { ok: false, code: 'EK_NOT_ALLOWED', message: `EK ${keyHash} is not on the allow-list` };
+    case 'tofu':
+      if (evidence.previousKeyHash !== undefined && evidence.previousKeyHash !== keyHash) {
+        return {
+          ok: false,
+          code: 'EK_CHANGED',
+          message: `host was enrolled with EK ${evidence.previousKeyHash}`,
+        };
+      }
+      return { ok: true, policy: 'tofu', message: `EK ${keyHash} trusted on first use` };
+  }
+}
