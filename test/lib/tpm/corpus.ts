@@ -75,12 +75,15 @@ export function globalTrustAuthority(file: 'boot-test_evidence.json' | 'common-t
       fromHex(p.pcr_value),
     ]),
   );
-  const cert = new X509Certificate(Buffer.from(evidence.ak_certs[0].cert_data, 'base64'));
+  const certDer = new Uint8Array(Buffer.from(evidence.ak_certs[0].cert_data, 'base64'));
+  const cert = new X509Certificate(certDer);
 
   return {
     attest: b64(evidence.quote.quote_data),
     signature: b64(evidence.quote.signature),
     akSpki: new Uint8Array(cert.publicKey.export({ type: 'spki', format: 'der' })),
+    certDer,
+    certPem: cert.toString(),
     values: new Map([['sha256', pcrs]]) as PcrValues,
   };
 }
