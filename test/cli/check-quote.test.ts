@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,13 +126,6 @@ describe('imastream check-quote on corpus quotes', () => {
   it('global-trust-authority: AK certificate as DER and PEM; the inconsistent copy fails', async () => {
     for (const name of ['boot-test_evidence.json', 'common-test_evidence.json'] as const) {
       const g = globalTrustAuthority(name);
-      const json = JSON.parse(
-        await import('node:fs').then((fs) =>
-          fs.readFileSync(corpusPath(`global-trust-authority/${name}`), 'utf8'),
-        ),
-      );
-      const der = Buffer.from(json.evidence.ak_certs[0].cert_data, 'base64');
-      const pem = new X509Certificate(der).toString();
       const base = [
         '--quote',
         await file(`${name}.msg`, g.attest),
@@ -141,7 +133,7 @@ describe('imastream check-quote on corpus quotes', () => {
         await file(`${name}.sig`, g.signature),
       ];
       const pcrs = ['--pcrs', await file(`${name}.txt`, formatTextPcrs(g.values)), '--pcrs-format', 'text'];
-      for (const ak of [await file(`${name}.cer`, der), await file(`${name}.pem`, pem)]) {
+      for (const ak of [await file(`${name}.cer`, g.certDer), await file(`${name}.pem`, g.certPem)]) {
         const r = await run([...base, '--ak', ak, ...pcrs, '--nonce', '96362bf2f60d62b12b14718a7a22f8be']);
         if (name === 'boot-test_evidence.json') assert.equal(r.code, 0, r.text);
         else {
