@@ -5,14 +5,14 @@ import { fromHex, toHex } from '../../lib/bytes/hex.ts';
 import { ImastreamError } from '../../lib/errors.ts';
 import { digestSize, type HashAlg, isHashAlg } from '../../lib/hash.ts';
 import { parseLog } from '../../lib/ima/parse.ts';
-import type { ImaRecord } from '../../lib/ima/record.ts';
+import type { ImaRecord, ParseProblem } from '../../lib/ima/record.ts';
 import { EXTEND_SCHEMES, type ExtendScheme, PcrReplay } from '../../lib/ima/replay.ts';
 import type { PcrValues } from '../../lib/pcr.ts';
 import type { Attest } from '../../lib/tpm/attest.ts';
 import { publicFromPem, publicFromSpki } from '../../lib/tpm/key.ts';
 import { computePcrDigest, type MissingPcr } from '../../lib/tpm/pcr-digest.ts';
 import { type PcrFileFormat, parsePcrFile } from '../../lib/tpm/pcr-file.ts';
-import type { PcrSelection } from '../../lib/tpm/pcr-selection.ts';
+import { formatSelectionSpec, type PcrSelection } from '../../lib/tpm/pcr-selection.ts';
 import { type AkPublic, parsePublic } from '../../lib/tpm/public.ts';
 import { type QuoteFailure, type QuoteVerdict, verifyQuote } from '../../lib/tpm/quote.ts';
 import { type CliIO, EXIT } from '../io.ts';
@@ -57,6 +57,8 @@ interface Outcome {
   verdict: QuoteVerdict;
   failures: QuoteFailure[];
   logMatch?: LogMatch;
+  /** What the log parser reported; records after a framing problem are not replayed. */
+  logProblems?: ParseProblem[];
   pcrsChecked: boolean;
 }
 
@@ -153,7 +155,7 @@ async function checkPcrs(verdict: QuoteVerdict, args: Args): Promise<Outcome> {
     failures.push(...digestFailures(attest, fileValues!, signature.hashAlg));
     return { verdict, failures, pcrsChecked: true };
   }
-  const records = await readLog(args.log, args['log-alg']);
+  const { records, problems } = await readLog(args.log, args['log-alg']);
   const logMatch = matchLog(attest, records, fileValues, signature.hashAlg);
   if (logMatch === undefined) {
     failures.push({
@@ -162,7 +164,7 @@ async function checkPcrs(verdict: QuoteVerdict, args: Args): Promise<Outcome> {
     });
   }
 
-  return { verdict, failures, pcrsChecked: true, ...(logMatch && { logMatch }) };
+  return { verdict, failures, pcrsChecked: true, logProblems: problems, ...(logMatch && { logMatch }) };
 }
 
 async function readPcrFile(path: string, args: Args, selection: PcrSelection): Promise<PcrValues> {
@@ -184,7 +186,10 @@ function digestFailures(attest: Attest, values: PcrValues, hashAlg: HashAlg): Qu
   return [];
 }
 
-async function readLog(path: string, alg: string | undefined): Promise<ImaRecord[]> {
+async function readLog(
+  path: string,
+  alg: string | undefined,
+): Promise<{ records: ImaRecord[]; problems: ParseProblem[] }> {
   const bytes = await readInput(path, 'log');
   if (alg !== undefined && !isHashAlg(alg)) throw new ImastreamError('IMS_CLI_USAGE', `--log-alg ${alg}`);
   const parsed = parseLog(bytes, { format: 'auto', ...(alg !== undefined && { digestAlg: alg }) });
@@ -197,7 +202,7 @@ async function readLog(path: string, alg: string | undefined): Promise<ImaRecord
     });
   }
 
-  return parsed.records;
+  return { records: parsed.records, problems: parsed.problems };
 }
 
 /**
@@ -267,7 +272,7 @@ function missingPcrs(missing: MissingPcr[], source: string): ImastreamError {
 }
 
 function report(outcome: Outcome, json: boolean, io: CliIO): void {
-  const { verdict, failures, logMatch } = outcome;
+  const { verdict, failures, logMatch, logProblems } = outcome;
   const attest = verdict.attest;
   const summary = {
     ok: failures.length === 0,
@@ -286,11 +291,21 @@ function report(outcome: Outcome, json: boolean, io: CliIO): void {
     },
     pcrsChecked: outcome.pcrsChecked,
     logMatch,
+    logProblems,
   };
   if (json) {
     io.out(JSON.stringify(summary));
     return;
   }
+  if (attest?.quote !== undefined && verdict.signature !== undefined) {
+    const { sigAlg, hashAlg } = verdict.signature;
+    io.out(
+      `quote: ${sigAlg}/${hashAlg}, selection ${formatSelectionSpec(attest.quote.pcrSelection)}, resetCount ${attest.clockInfo.resetCount}`,
+    );
+  }
+  const problems = logProblems ?? [];
+  for (const p of problems.slice(0, 5)) io.err(`log problem at offset ${p.offset}: ${p.code}: ${p.message}`);
+  if (problems.length > 5) io.err(`log: ${problems.length - 5} more problems`);
   for (const line of textLines(summary, logMatch)) io.out(line);
 }
 
