@@ -1,0 +1,142 @@
+/**
+ * `npm run demo`: a fleet of simulated hosts (real swtpm, real agents, real corpus logs) through
+ * the real pipeline (Kafka, Redis, two replayers, a quote-checker, the nonce service). Honest
+ * hosts must end attested; one host whose measurements are tampered with in flight must be
+ * alerted. Prints a table per host (or one JSON document with --json) and exits 0 only then.
+ * Progress goes to stderr; every process logs to .stack/demo/.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { Fleet, type FleetHostSpec } from './fleet.ts';
+import { REPO_DIR } from './host.ts';
+import { CORPUS_LOGS, corpusLog, DEFAULT_CAP, type LogSource, loadLog } from './logs.ts';
+import { Observer } from './observer.ts';
+import { type HostRow, printTable, rowOf } from './report.ts';
+import { crashed, PIPELINE_SERVICES, type ServiceProcess, startService, stopServices } from './services.ts';
+
+const OPTIONS = {
+  json: { type: 'boolean', default: false },
+  hosts: { type: 'string', default: '4' },
+  log: { type: 'string', multiple: true },
+  cap: { type: 'string', default: String(DEFAULT_CAP) },
+  timeout: { type: 'string', default: '300' },
+  'quote-interval': { type: 'string', default: '2' },
+  tamper: { type: 'string', default: 'change' },
+} as const;
+
+interface DemoResult {
+  ok: boolean;
+  runId: string;
+  stackStartMs: number | null;
+  records: number;
+  seconds: number;
+  recordsPerSecond: number;
+  hosts: HostRow[];
+  problems: string[];
+}
+
+async function main(): Promise<number> {
+  const { values: v } = parseArgs({ args: process.argv.slice(2), options: OPTIONS, strict: true });
+  const brokers = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
+  const redisUrl = process.env.IMASTREAM_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const runId = randomUUID().slice(0, 8);
+  const logDir = join(REPO_DIR, '.stack/demo', runId);
+  mkdirSync(logDir, { recursive: true });
+  const say = (msg: string) => process.stderr.write(`demo: ${msg}\n`);
+
+  const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
+  const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
+  const services: ServiceProcess[] = PIPELINE_SERVICES.map((s) => startService(s.name, s.args, logDir, env));
+  say(`run ${runId}: ${services.length} pipeline processes, ${specs.length} hosts, logs in ${logDir}`);
+  const observer = new Observer(brokers, specs.map((s) => s.hostId));
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+  let fleet: Fleet | undefined;
+  const problems: string[] = [];
+  let seconds = 0;
+  try {
+    await Promise.all([observer.start(), redis.connect()]);
+    fleet = await Fleet.create(specs, {
+      brokers, baseDir: join(logDir, 'hosts'), quoteIntervalS: Number(v['quote-interval']),
+      writer: { batch: 100, pauseMs: 50 }, agentEnv: env,
+    });
+    await fleet.startAgents();
+    say('agents ready; playing the logs');
+    const t0 = Date.now();
+    await fleet.play();
+    say('logs written; waiting for verdicts');
+    problems.push(...(await waitForOutcome(specs, observer, services, Number(v.timeout) * 1000, say)));
+    seconds = (Date.now() - t0) / 1000;
+  } catch (err) {
+    problems.push(err instanceof Error ? err.message : String(err));
+  }
+  const rows = await Promise.all(specs.map((s) => rowOf(s, observer, redis)));
+  await fleet?.stop();
+  await stopServices(services);
+  await observer.stop();
+  redis.disconnect();
+  const records = specs.reduce((n, s) => n + s.source.records.length, 0);
+  const result: DemoResult = {
+    ok: problems.length === 0 && rows.every((r) => r.ok),
+    runId, stackStartMs: stackStartMs(), records, seconds,
+    recordsPerSecond: seconds > 0 ? Math.round(records / seconds) : 0, hosts: rows, problems,
+  };
+  if (v.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  else printTable(result, (line) => process.stdout.write(`${line}\n`));
+  if (result.ok) rmSync(join(logDir, 'hosts'), { recursive: true, force: true });
+
+  return result.ok ? 0 : 1;
+}
+
+/** Honest hosts on different corpus logs (or --log files), then one tampered host. */
+function fleetSpecs(runId: string, honest: number, logs: string[], cap: number, tamper: string): FleetHostSpec[] {
+  const sources: LogSource[] =
+    logs.length > 0
+      ? logs.map((path) => loadLog(path, undefined, cap))
+      : CORPUS_LOGS.slice(0, honest).map((l) => corpusLog(l.path, l.digestAlg, cap));
+  const specs: FleetHostSpec[] = sources.map((source, i) => ({ hostId: `demo-${runId}-h${i + 1}`, source }));
+  const victim = corpusLog('kunpengsecl/ascii_runtime_measurements_ima-ng_sha1_orig', 'sha1', Math.min(cap, 1500));
+  const seq = Math.floor(victim.records.length / 3);
+  specs.push({ hostId: `demo-${runId}-tampered`, source: victim, tamper: { kind: tamper as 'change', seq } });
+
+  return specs;
+}
+
+/** Waits until honest hosts are attested over their whole log and tampered hosts are alerted. */
+async function waitForOutcome(
+  specs: FleetHostSpec[],
+  observer: Observer,
+  services: ServiceProcess[],
+  timeoutMs: number,
+  say: (msg: string) => void,
+): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  const pending = () =>
+    specs.filter((s) =>
+      s.tamper === undefined ? !observer.attested(s.hostId, s.source.records.length) : observer.alerts(s.hostId).length === 0,
+    );
+  let lastReport = 0;
+  while (Date.now() < deadline) {
+    const dead = crashed(services);
+    if (dead.length > 0) return [`pipeline process exited: ${dead.join(', ')}`];
+    const left = pending();
+    if (left.length === 0) return [];
+    if (Date.now() - lastReport > 10_000) {
+      say(`waiting for ${left.map((s) => s.hostId).join(', ')}`);
+      lastReport = Date.now();
+    }
+    await sleep(250);
+  }
+
+  return pending().map((s) => `${s.hostId}: ${s.tamper === undefined ? 'not attested' : 'no alert'} in time`);
+}
+
+function stackStartMs(): number | null {
+  const ms = Number(process.env.IMASTREAM_DEMO_STACK_MS);
+  return Number.isFinite(ms) && ms > 0 ? ms : null;
+}
+
+process.exitCode = await main();
