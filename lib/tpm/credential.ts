@@ -35,7 +35,7 @@ export interface Credential {
 const FILE_MAGIC = 0xbadcc0de;
 const FILE_VERSION = 1;
 
-/** Upper bounds from Part 2: TPMS_ID_OBJECT (two SHA-512 sized TPM2Bs) and TPMU_ENCRYPTED_SECRET (RSA-4096). */
+/** Bounds from Part 2: TPMS_ID_OBJECT (two SHA-512 sized TPM2Bs), TPMU_ENCRYPTED_SECRET (RSA-4096). */
 const MAX_ID_OBJECT = 2 * (2 + 64);
 const MAX_ENCRYPTED_SECRET = 512;
 

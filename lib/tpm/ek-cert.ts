@@ -35,7 +35,7 @@ export type EkCertCode =
   | 'EK_CERT_ISSUER_EXPIRED'
   | 'EK_CERT_ISSUER_NOT_CA';
 
-/** TPM identity from the certificate's subjectAltName directoryName (EK profile 3.2.9); untrusted unless ok. */
+/** TPM identity from the subjectAltName directoryName (EK profile 3.2.9); untrusted unless ok. */
 export interface TpmIdentity {
   manufacturer?: string;
   model?: string;

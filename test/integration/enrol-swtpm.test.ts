@@ -93,7 +93,7 @@ test('expired, wrong-issuer and self-signed certificates for the real EK get the
   );
 });
 
-test('enrolment: the TPM activates the credential, the AK is enrolled once, a replay is refused', async () => {
+test('enrolment: the TPM activates the credential, the AK is enrolled once, replay refused', async () => {
   const registry = new EnrolmentRegistry();
   const enroller = new Enroller({ ekPolicy: policy() }, registry);
   const request: EnrolRequest = {
@@ -151,7 +151,7 @@ test("an AK from another TPM cannot be enrolled under this TPM's EK", async (t) 
   assert.equal(registry.get('mallory'), undefined);
 });
 
-test("a quote from an AK that is not enrolled is UNKNOWN_AK; the enrolled AK's quote is vouched for", async (t) => {
+test("an unenrolled AK's quote is UNKNOWN_AK; the enrolled AK's quote is vouched for", async (t) => {
   const blank = await Swtpm.start();
   t.after(() => blank.stop());
   const ek = await blank.createEk({ alg: 'rsa' });
