@@ -194,7 +194,7 @@ export class BinaryLogParser {
     }
     const dataAt = nameAt + nameLen;
     if (avail < dataAt) return { need: dataAt };
-    const name = this.templateName(buf.subarray(pos + nameAt, pos + dataAt));
+    const name = this.templateName(buf, pos + nameAt, nameLen);
     if (name === undefined)
       return this.fatal('IMS_IMA_BAD_TEMPLATE_NAME', 'template name is not printable', offset);
 
@@ -246,8 +246,9 @@ export class BinaryLogParser {
   }
 
   /** Template names are printable ASCII; the same name repeats, so reuse the last string. */
-  private templateName(bytes: Uint8Array): string | undefined {
-    if (sameBytes(bytes, this.lastNameBytes)) return this.lastName;
+  private templateName(buf: Uint8Array, at: number, len: number): string | undefined {
+    if (sameBytes(buf, at, len, this.lastNameBytes)) return this.lastName;
+    const bytes = buf.subarray(at, at + len);
     for (const b of bytes) if (b < 0x21 || b > 0x7e) return undefined;
     this.lastNameBytes = bytes.slice();
     this.lastName = Buffer.from(bytes).toString('latin1');
@@ -311,9 +312,10 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
   return out;
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+/** Whether buf[at .. at+len) equals `b`, without making a view. */
+function sameBytes(buf: Uint8Array, at: number, len: number, b: Uint8Array): boolean {
+  if (len !== b.byteLength) return false;
+  for (let i = 0; i < len; i++) if (buf[at + i] !== b[i]) return false;
 
   return true;
 }

@@ -91,14 +91,38 @@ export function decodePrefixedDigest(data: Uint8Array): PrefixedDigest | undefin
   return { type: prefix.slice(0, colon), alg: prefix.slice(colon + 1), digest };
 }
 
+/** Sizes by prefix as logged (`sha256:`, `ima:sha256:`), filled as prefixes are met. */
+const prefixSizes = new Map<string, number | undefined>();
+
+/** The last prefix met: nearly every record of a log repeats it, so skip the string and lookup. */
+let lastPrefix = { bytes: new Uint8Array(0), prefix: '', size: undefined as number | undefined };
+
+function prefixInfo(data: Uint8Array, len: number): { prefix: string; size: number | undefined } {
+  const last = lastPrefix.bytes;
+  let same = last.byteLength === len;
+  for (let i = 0; same && i < len; i++) same = data[i] === last[i];
+  if (same) return lastPrefix;
+  const prefix = String.fromCharCode(...data.subarray(0, len));
+  let size = prefixSizes.get(prefix);
+  if (size === undefined && !prefixSizes.has(prefix)) {
+    const alg = prefix.slice(prefix.indexOf(':') + 1);
+    size = Object.hasOwn(KERNEL_HASH_SIZES, alg) ? KERNEL_HASH_SIZES[alg] : undefined;
+    if (prefixSizes.size < 256) prefixSizes.set(prefix, size);
+  }
+  lastPrefix = { bytes: data.slice(0, len), prefix, size };
+
+  return lastPrefix;
+}
+
 /** Why a prefixed digest is odd (unknown algorithm, wrong size), or undefined when it is fine. */
 export function prefixedDigestProblem(data: Uint8Array): string | undefined {
   if (data.byteLength === 0) return undefined;
-  const d = decodePrefixedDigest(data);
-  if (d === undefined) return 'digest field lacks the "<alg>:" NUL prefix';
-  const size = Object.hasOwn(KERNEL_HASH_SIZES, d.alg) ? KERNEL_HASH_SIZES[d.alg] : undefined;
-  if (size === undefined) return `unknown digest algorithm '${d.alg}'`;
-  if (size !== d.digest.byteLength) return `${d.alg} digest of ${d.digest.byteLength} bytes`;
+  const nul = data.indexOf(0);
+  if (nul < 1 || nul > 40 || data[nul - 1] !== 0x3a) return 'digest field lacks the "<alg>:" NUL prefix';
+  const { prefix, size } = prefixInfo(data, nul - 1);
+  const digestBytes = data.byteLength - nul - 1;
+  if (size === undefined) return `unknown digest algorithm '${prefix}'`;
+  if (size !== digestBytes) return `${prefix} digest of ${digestBytes} bytes`;
 
   return undefined;
 }

@@ -10,6 +10,7 @@ import {
   templateDigestOf,
   violationDigest,
 } from './digest.ts';
+import { sha1Into, sha256Extend64, sha256Into } from './fast-hash.ts';
 import { type ImaRecord, isViolation, LEGACY_DIGEST_SIZE, LEGACY_IMA } from './record.ts';
 import { parseReplayState } from './replay-state.ts';
 
@@ -57,10 +58,35 @@ interface Chain {
   size: number;
   padded: boolean;
   pcrs: Map<number, Uint8Array>;
+  /** Replaces slot[0..size) with H_bank(slot). */
+  extend: (slot: Uint8Array) => void;
 }
 
 function newChain(bank: HashAlg, padded: boolean): Chain {
-  return { bank, size: digestSize(bank), padded, pcrs: new Map() };
+  return { bank, size: digestSize(bank), padded, pcrs: new Map(), extend: extender(bank) };
+}
+
+/**
+ * SHA-1 and SHA-256 extends run in TypeScript: on 40 or 64 bytes the call into node:crypto costs
+ * more than the hash (see fast-hash.ts and bench/replay.ts). Other banks use node:crypto.
+ */
+/**
+ * Inputs that fit one block (≤ 55 bytes) hash faster in TypeScript than through node:crypto;
+ * from two blocks on, node:crypto is as fast or faster (measured on the benchmark machine).
+ */
+const SMALL_INPUT = 56;
+
+function digestInto(alg: HashAlg, input: Uint8Array, out: Uint8Array): void {
+  if (input.byteLength < SMALL_INPUT && alg === 'sha1') sha1Into(input, out, 0);
+  else if (input.byteLength < SMALL_INPUT && alg === 'sha256') sha256Into(input, out, 0);
+  else out.set(oneShotHash(alg, input, 'buffer'), 0);
+}
+
+function extender(bank: HashAlg): (slot: Uint8Array) => void {
+  if (bank === 'sha1') return (slot) => sha1Into(slot, slot, 0);
+  if (bank === 'sha256') return sha256Extend64;
+
+  return (slot) => slot.set(oneShotHash(bank, slot, 'buffer'), 0);
 }
 
 /**
@@ -76,10 +102,14 @@ export class PcrReplay {
   /** Keyed `scheme:bank`; `padded:sha1` is the same chain as `perbank:sha1` when both exist. */
   private chains = new Map<string, Chain>();
   private order: Chain[] = [];
+  /** scheme → bank → chain, for lookups without building a key string. */
+  private lookup: Record<ExtendScheme, Map<HashAlg, Chain>> = { perbank: new Map(), padded: new Map() };
   private algs: HashAlg[] = [];
   private n = 0;
   /** Per-bank template digests of the last record (undefined for a violation). */
   private last = new Map<HashAlg, Uint8Array>();
+  /** One reused output array per algorithm, so hashing a record allocates nothing. */
+  private readonly digestOut = new Map<HashAlg, Uint8Array>();
   private readonly legacyScratch = new Uint8Array(LEGACY_HASHED_SIZE);
 
   constructor(opts: { banks?: readonly HashAlg[]; schemes?: readonly ExtendScheme[] } = {}) {
@@ -95,6 +125,11 @@ export class PcrReplay {
   /** The distinct chains to extend and the digests they need, recomputed when chains change. */
   private refresh(): void {
     this.order = [...new Set(this.chains.values())];
+    this.lookup = { perbank: new Map(), padded: new Map() };
+    for (const [key, chain] of this.chains) {
+      const [scheme, bank] = key.split(':') as [ExtendScheme, HashAlg];
+      this.lookup[scheme].set(bank, chain);
+    }
     this.algs = [...new Set(this.order.map((c) => (c.padded ? 'sha1' : c.bank)))];
   }
 
@@ -160,7 +195,7 @@ export class PcrReplay {
       if (violation)
         slot.fill(0xff, chain.size, chain.size + (chain.padded ? LEGACY_DIGEST_SIZE : chain.size));
       else slot.set(chain.padded ? this.last.get('sha1')! : this.last.get(chain.bank)!, chain.size);
-      slot.set(oneShotHash(chain.bank, slot, 'buffer'), 0);
+      chain.extend(slot);
     }
     this.n++;
   }
@@ -171,7 +206,15 @@ export class PcrReplay {
       rec.templateName === LEGACY_IMA
         ? legacyHashInput(rec.templateData, this.legacyScratch)
         : rec.templateData;
-    for (const alg of this.algs) this.last.set(alg, oneShotHash(alg, input, 'buffer'));
+    for (const alg of this.algs) {
+      let out = this.digestOut.get(alg);
+      if (out === undefined) {
+        out = new Uint8Array(digestSize(alg));
+        this.digestOut.set(alg, out);
+      }
+      digestInto(alg, input, out);
+      this.last.set(alg, out);
+    }
   }
 
   private slot(chain: Chain, pcr: number): Uint8Array {
@@ -187,13 +230,14 @@ export class PcrReplay {
   /**
    * The template digest `H_alg(data)` computed for the last record, for checking the logged
    * digest without hashing twice; undefined after a violation or for a bank not hashed.
+   * The array is reused by the next extend(): read it before then, or copy it.
    */
   lastTemplateDigest(alg: HashAlg): Uint8Array | undefined {
     return this.last.get(alg);
   }
 
   private chain(scheme: ExtendScheme, bank: HashAlg): Chain {
-    const chain = this.chains.get(`${scheme}:${bank}`);
+    const chain = this.lookup[scheme]?.get(bank);
     if (chain === undefined) throw new RangeError(`replay does not track ${scheme} ${bank}`);
 
     return chain;
@@ -213,8 +257,9 @@ export class PcrReplay {
     const slot = chain.pcrs.get(pcr);
     if (expected.byteLength !== chain.size) return false;
     if (slot === undefined) return expected.every((b) => b === 0);
+    for (let i = 0; i < chain.size; i++) if (slot[i] !== expected[i]) return false;
 
-    return bytesEqual(slot.subarray(0, chain.size), expected);
+    return true;
   }
 
   /** Every PCR the log extended, in every bank, under one scheme (copies). */

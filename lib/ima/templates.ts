@@ -115,21 +115,43 @@ export function templateDataProblem(
     const legacy = splitLegacy(data, littleEndian);
     return typeof legacy === 'string' ? { code: 'IMS_IMA_BAD_TEMPLATE_DATA', message: legacy } : undefined;
   }
-  const fields = splitFields(data, d.fields.length, littleEndian);
-  if (typeof fields === 'string') return { code: 'IMS_IMA_BAD_TEMPLATE_DATA', message: `${name}: ${fields}` };
-  if (violation) return undefined;
-  const message = digestFieldProblem(d.fields, fields);
-
-  return message === undefined ? undefined : { code: 'IMS_IMA_BAD_FIELD', message };
+  return walkFields(name, d.fields, data, littleEndian, !violation);
 }
 
-function digestFieldProblem(ids: readonly FieldId[], fields: Uint8Array[]): string | undefined {
+const PREFIXED: ReadonlySet<FieldId> = new Set(['d-ng', 'd-ngv2', 'd-modsig']);
+
+/**
+ * Walks `u32 len || bytes` fields in place (no copies: this runs for every record) and checks
+ * that they exactly fill the data and, when asked, that digest fields are well formed.
+ */
+function walkFields(
+  name: string,
+  ids: readonly FieldId[],
+  data: Uint8Array,
+  le: boolean,
+  checkDigests: boolean,
+): TemplateProblem | undefined {
+  const n = data.byteLength;
+  let pos = 0;
   for (let i = 0; i < ids.length; i++) {
-    const id = ids[i]!;
-    if (id !== 'd-ng' && id !== 'd-ngv2' && id !== 'd-modsig') continue;
-    const problem = prefixedDigestProblem(fields[i]!);
-    if (problem !== undefined) return `${id}: ${problem}`;
+    if (n - pos < 4) return badData(`${name}: field ${i + 1} of ${ids.length}: length missing at +${pos}`);
+    const len = le
+      ? (data[pos]! | (data[pos + 1]! << 8) | (data[pos + 2]! << 16) | (data[pos + 3]! << 24)) >>> 0
+      : ((data[pos]! << 24) | (data[pos + 1]! << 16) | (data[pos + 2]! << 8) | data[pos + 3]!) >>> 0;
+    pos += 4;
+    if (len > n - pos)
+      return badData(`${name}: field ${i + 1} of ${ids.length}: length ${len} overruns data`);
+    if (checkDigests && PREFIXED.has(ids[i]!)) {
+      const problem = prefixedDigestProblem(data.subarray(pos, pos + len));
+      if (problem !== undefined) return { code: 'IMS_IMA_BAD_FIELD', message: `${ids[i]}: ${problem}` };
+    }
+    pos += len;
   }
+  if (pos !== n) return badData(`${name}: ${n - pos} bytes left after ${ids.length} fields`);
 
   return undefined;
+}
+
+function badData(message: string): TemplateProblem {
+  return { code: 'IMS_IMA_BAD_TEMPLATE_DATA', message };
 }
