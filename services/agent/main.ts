@@ -81,7 +81,7 @@ export class Agent {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     try {
-      if (this.failure === undefined) await this.serial(() => this.step());
+      if (this.failure === undefined && this.follower !== undefined) await this.serial(() => this.step());
     } finally {
       await this.lock.catch(() => undefined);
       this.follower?.close();

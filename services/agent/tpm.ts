@@ -186,33 +186,16 @@ async function hasHandle(tpm: TpmTools, handle: string): Promise<boolean> {
 
 async function createPersistentAk(tpm: TpmTools, akHandle: string, akAlg: AkAlg): Promise<void> {
   const { keyAlg, sigScheme } = AK_ALGS[akAlg];
-  // createak needs the EK loaded, so the EK is created again in the same tool chain.
-  await tpm.raw('tpm2_createek', ['-c', tpm.file('ek.ctx'), '-G', 'rsa', '-u', tpm.file('ek.pub')]);
-  try {
-    await tpm.raw('tpm2_createak', [
-      '-C',
-      tpm.file('ek.ctx'),
-      '-c',
-      tpm.file('ak.ctx'),
-      '-G',
-      keyAlg,
-      '-g',
-      'sha256',
-      '-s',
-      sigScheme,
-      '-u',
-      tpm.file('ak.tmp.pub'),
-      '-n',
-      tpm.file('ak.tmp.name'),
-    ]);
-    await tpm.raw('tpm2_evictcontrol', ['-C', 'o', '-c', tpm.file('ak.ctx'), akHandle]);
-  } finally {
-    await tpm.raw('tpm2_flushcontext', ['-t']).catch(() => undefined);
-    await tpm.raw('tpm2_flushcontext', ['-s']).catch(() => undefined);
-  }
+  // Each tool loads what it needs from the saved context files and is flushed after, so no more
+  // than two objects are ever loaded at once (swtpm has three slots: 0x902 otherwise).
+  await tpm.tool('tpm2_createek', ['-c', tpm.file('ek.ctx'), '-G', 'rsa', '-u', tpm.file('ek.pub')]);
+  await tpm.tool('tpm2_createak', [
+    '-C', tpm.file('ek.ctx'), '-c', tpm.file('ak.ctx'), '-G', keyAlg, '-g', 'sha256', '-s', sigScheme,
+    '-u', tpm.file('ak.tmp.pub'), '-n', tpm.file('ak.tmp.name'),
+  ]);
+  await tpm.tool('tpm2_evictcontrol', ['-C', 'o', '-c', tpm.file('ak.ctx'), akHandle]);
 }
 
-/** TPM clock and counters (unsigned; the agent takes the boot epoch from a quote instead). */
 export function hexOf(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }

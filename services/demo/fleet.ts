@@ -34,19 +34,32 @@ export class Fleet {
   static async create(specs: readonly FleetHostSpec[], opts: FleetOptions): Promise<Fleet> {
     const fleet = new Fleet(opts);
     const tampered = specs.filter((s) => s.tamper !== undefined);
-    if (tampered.length > 0) await createTopics(opts.brokers, tampered.map((s) => interceptTopic(s.hostId)));
+    if (tampered.length > 0)
+      await createTopics(
+        opts.brokers,
+        tampered.map((s) => interceptTopic(s.hostId)),
+      );
     for (const spec of specs) {
       const measurementsTopic = spec.tamper === undefined ? undefined : interceptTopic(spec.hostId);
       const host = await SimHost.start(
         {
-          hostId: spec.hostId, source: spec.source, measurementsTopic, brokers: opts.brokers.join(','),
-          quoteIntervalS: opts.quoteIntervalS, env: opts.agentEnv,
+          hostId: spec.hostId,
+          source: spec.source,
+          measurementsTopic,
+          brokers: opts.brokers.join(','),
+          quoteIntervalS: opts.quoteIntervalS,
+          env: opts.agentEnv,
         },
         opts.baseDir,
       );
       fleet.hosts.push(host);
       if (spec.tamper !== undefined) {
-        const relay = new TamperRelay(opts.brokers, interceptTopic(spec.hostId), 'ima.measurements', spec.tamper);
+        const relay = new TamperRelay(
+          opts.brokers,
+          interceptTopic(spec.hostId),
+          'ima.measurements',
+          spec.tamper,
+        );
         await relay.start();
         fleet.relays.set(spec.hostId, relay);
       }
@@ -86,7 +99,10 @@ async function createTopics(brokers: string[], topics: string[]): Promise<void> 
   const admin = new Kafka({ clientId: 'imastream-demo-admin', brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
-    await admin.createTopics({ waitForLeaders: true, topics: topics.map((topic) => ({ topic, numPartitions: 1 })) });
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: topics.map((topic) => ({ topic, numPartitions: 1 })),
+    });
   } finally {
     await admin.disconnect();
   }

@@ -2,8 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { ImastreamError } from '../../lib/errors.ts';
 import type { LogSource } from './logs.ts';
 import { Swtpm } from './swtpm.ts';
@@ -107,7 +107,9 @@ export class SimHost {
       if (this.agent !== undefined && this.agent.exitCode !== null) break;
       await sleep(100);
     }
-    const tail = existsSync(this.agentLog) ? readFileSync(this.agentLog, 'utf8').split('\n').slice(-5).join('\n') : '';
+    const tail = existsSync(this.agentLog)
+      ? readFileSync(this.agentLog, 'utf8').split('\n').slice(-5).join('\n')
+      : '';
     throw new ImastreamError('IMS_TOOL_FAILED', `${this.hostId}: agent did not log '${msg}'\n${tail}`);
   }
 
@@ -127,10 +129,26 @@ export class SimHost {
   private agentArgs(): string[] {
     const s = this.spec;
     const args = [
-      '--host-id', s.hostId, '--log', this.writer.path, '--digest-alg', s.source.digestAlg,
-      '--state-dir', join(this.dir, 'agent-state'), '--tcti', this.tpm.tcti,
-      '--quote-interval', String(s.quoteIntervalS ?? 2), '--brokers', s.brokers,
-      '--boot-id', this.hostBootId, '--poll-ms', '100', '--ak-alg', s.akAlg ?? 'rsa',
+      '--host-id',
+      s.hostId,
+      '--log',
+      this.writer.path,
+      '--digest-alg',
+      s.source.digestAlg,
+      '--state-dir',
+      join(this.dir, 'agent-state'),
+      '--tcti',
+      this.tpm.tcti,
+      '--quote-interval',
+      String(s.quoteIntervalS ?? 2),
+      '--brokers',
+      s.brokers,
+      '--boot-id',
+      this.hostBootId,
+      '--poll-ms',
+      '100',
+      '--ak-alg',
+      s.akAlg ?? 'rsa',
     ];
     if (s.measurementsTopic !== undefined) args.push('--measurements-topic', s.measurementsTopic);
 

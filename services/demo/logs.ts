@@ -43,7 +43,9 @@ export function loadLog(path: string, digestAlg?: HashAlg, cap = DEFAULT_CAP): L
   const tries: HashAlg[] = digestAlg !== undefined ? [digestAlg] : ['sha1', 'sha256'];
   for (const alg of tries) {
     const { records, problems } = parseLog(bytes, { format: 'auto', digestAlg: alg });
-    const framing = problems.some((p) => p.code !== 'IMS_IMA_TRUNCATED' && p.code !== 'IMS_IMA_UNKNOWN_TEMPLATE');
+    const framing = problems.some(
+      (p) => p.code !== 'IMS_IMA_TRUNCATED' && p.code !== 'IMS_IMA_UNKNOWN_TEMPLATE',
+    );
     if (records.length > 0 && (!framing || tries.length === 1)) {
       return { name: path.replace(CORPUS_DIR, ''), records: copyAll(records.slice(0, cap)), digestAlg: alg };
     }
@@ -65,5 +67,9 @@ export function syntheticLog(records: number, seed: number, violations: number[]
 
 /** Records detached from the parse buffer, so a long-lived host does not pin the whole file. */
 function copyAll(records: ImaRecord[]): ImaRecord[] {
-  return records.map((r) => ({ ...r, templateDigest: r.templateDigest.slice(), templateData: r.templateData.slice() }));
+  return records.map((r) => ({
+    ...r,
+    templateDigest: r.templateDigest.slice(),
+    templateData: r.templateData.slice(),
+  }));
 }

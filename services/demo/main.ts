@@ -52,7 +52,10 @@ async function main(): Promise<number> {
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
   const services: ServiceProcess[] = PIPELINE_SERVICES.map((s) => startService(s.name, s.args, logDir, env));
   say(`run ${runId}: ${services.length} pipeline processes, ${specs.length} hosts, logs in ${logDir}`);
-  const observer = new Observer(brokers, specs.map((s) => s.hostId));
+  const observer = new Observer(
+    brokers,
+    specs.map((s) => s.hostId),
+  );
   const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
   let fleet: Fleet | undefined;
   const problems: string[] = [];
@@ -60,8 +63,11 @@ async function main(): Promise<number> {
   try {
     await Promise.all([observer.start(), redis.connect()]);
     fleet = await Fleet.create(specs, {
-      brokers, baseDir: join(logDir, 'hosts'), quoteIntervalS: Number(v['quote-interval']),
-      writer: { batch: 100, pauseMs: 50 }, agentEnv: env,
+      brokers,
+      baseDir: join(logDir, 'hosts'),
+      quoteIntervalS: Number(v['quote-interval']),
+      writer: { batch: 100, pauseMs: 50 },
+      agentEnv: env,
     });
     await fleet.startAgents();
     say('agents ready; playing the logs');
@@ -81,8 +87,13 @@ async function main(): Promise<number> {
   const records = specs.reduce((n, s) => n + s.source.records.length, 0);
   const result: DemoResult = {
     ok: problems.length === 0 && rows.every((r) => r.ok),
-    runId, stackStartMs: stackStartMs(), records, seconds,
-    recordsPerSecond: seconds > 0 ? Math.round(records / seconds) : 0, hosts: rows, problems,
+    runId,
+    stackStartMs: stackStartMs(),
+    records,
+    seconds,
+    recordsPerSecond: seconds > 0 ? Math.round(records / seconds) : 0,
+    hosts: rows,
+    problems,
   };
   if (v.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   else printTable(result, (line) => process.stdout.write(`${line}\n`));
@@ -92,13 +103,23 @@ async function main(): Promise<number> {
 }
 
 /** Honest hosts on different corpus logs (or --log files), then one tampered host. */
-function fleetSpecs(runId: string, honest: number, logs: string[], cap: number, tamper: string): FleetHostSpec[] {
+function fleetSpecs(
+  runId: string,
+  honest: number,
+  logs: string[],
+  cap: number,
+  tamper: string,
+): FleetHostSpec[] {
   const sources: LogSource[] =
     logs.length > 0
       ? logs.map((path) => loadLog(path, undefined, cap))
       : CORPUS_LOGS.slice(0, honest).map((l) => corpusLog(l.path, l.digestAlg, cap));
   const specs: FleetHostSpec[] = sources.map((source, i) => ({ hostId: `demo-${runId}-h${i + 1}`, source }));
-  const victim = corpusLog('kunpengsecl/ascii_runtime_measurements_ima-ng_sha1_orig', 'sha1', Math.min(cap, 1500));
+  const victim = corpusLog(
+    'kunpengsecl/ascii_runtime_measurements_ima-ng_sha1_orig',
+    'sha1',
+    Math.min(cap, 1500),
+  );
   const seq = Math.floor(victim.records.length / 3);
   specs.push({ hostId: `demo-${runId}-tampered`, source: victim, tamper: { kind: tamper as 'change', seq } });
 
@@ -116,7 +137,9 @@ async function waitForOutcome(
   const deadline = Date.now() + timeoutMs;
   const pending = () =>
     specs.filter((s) =>
-      s.tamper === undefined ? !observer.attested(s.hostId, s.source.records.length) : observer.alerts(s.hostId).length === 0,
+      s.tamper === undefined
+        ? !observer.attested(s.hostId, s.source.records.length)
+        : observer.alerts(s.hostId).length === 0,
     );
   let lastReport = 0;
   while (Date.now() < deadline) {

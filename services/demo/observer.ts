@@ -25,8 +25,13 @@ export class Observer {
   }
 
   async start(topics = { verdicts: 'ima.verdicts', alerts: 'ima.alerts' }): Promise<void> {
-    this.consumer = this.kafka.consumer({ groupId: `imastream-observer-${randomUUID()}`, sessionTimeout: 10_000 });
-    const joined = new Promise<void>((resolve) => this.consumer?.on(this.consumer.events.GROUP_JOIN, () => resolve()));
+    this.consumer = this.kafka.consumer({
+      groupId: `imastream-observer-${randomUUID()}`,
+      sessionTimeout: 10_000,
+    });
+    const joined = new Promise<void>((resolve) =>
+      this.consumer?.on(this.consumer.events.GROUP_JOIN, () => resolve()),
+    );
     await this.consumer.connect();
     await this.consumer.subscribe({ topics: [topics.verdicts, topics.alerts], fromBeginning: true });
     await this.consumer.run({ eachMessage: async ({ message }) => this.take(message.value) });

@@ -56,7 +56,9 @@ export class TamperRelay {
     this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await this.producer.connect();
     this.consumer = this.kafka.consumer({ groupId: `imastream-relay-${this.from}`, sessionTimeout: 10_000 });
-    const joined = new Promise<void>((resolve) => this.consumer?.on(this.consumer.events.GROUP_JOIN, () => resolve()));
+    const joined = new Promise<void>((resolve) =>
+      this.consumer?.on(this.consumer.events.GROUP_JOIN, () => resolve()),
+    );
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.from, fromBeginning: true });
     await this.consumer.run({
@@ -87,7 +89,9 @@ export class TamperRelay {
     if (kind === 'drop' && rec.seq === seq) return (this.note(rec), []);
     if (kind === 'insert' && rec.seq >= seq) {
       const moved = { ...rec, seq: rec.seq + 1 };
-      return rec.seq === seq && !this.wasDone(rec) ? [send(this.note(forged(rec))), send(moved)] : [send(moved)];
+      return rec.seq === seq && !this.wasDone(rec)
+        ? [send(this.note(forged(rec))), send(moved)]
+        : [send(moved)];
     }
     if (kind === 'reorder' && rec.seq === seq) {
       this.held = rec;
@@ -119,7 +123,11 @@ export function changed(rec: LogRecord): LogRecord {
   const le = rec.byteOrder !== 'BE';
   const firstField = data.length >= 4 ? (le ? data.readUInt32LE(0) : data.readUInt32BE(0)) : 0;
   const at =
-    rec.templateName === LEGACY_IMA ? LEGACY_DIGEST_SIZE - 1 : firstField > 0 && 4 + firstField <= data.length ? 3 + firstField : data.length - 1;
+    rec.templateName === LEGACY_IMA
+      ? LEGACY_DIGEST_SIZE - 1
+      : firstField > 0 && 4 + firstField <= data.length
+        ? 3 + firstField
+        : data.length - 1;
   data[at] = (data[at] ?? 0) ^ 0x01;
 
   return { ...rec, templateData: data, templateDigest: digestOf(rec, data) };
@@ -134,5 +142,7 @@ export function forged(next: LogRecord): LogRecord {
 }
 
 function digestOf(rec: LogRecord, data: Buffer): Buffer {
-  return Buffer.from(templateDigestOf({ templateName: rec.templateName, templateData: data }, rec.digestAlg as HashAlg));
+  return Buffer.from(
+    templateDigestOf({ templateName: rec.templateName, templateData: data }, rec.digestAlg as HashAlg),
+  );
 }

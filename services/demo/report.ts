@@ -43,7 +43,10 @@ export async function rowOf(spec: FleetHostSpec, observer: Observer, redis: Redi
   };
 }
 
-async function readReplay(redis: Redis, hostId: string): Promise<{ nextSeq: number; status: string } | undefined> {
+async function readReplay(
+  redis: Redis,
+  hostId: string,
+): Promise<{ nextSeq: number; status: string } | undefined> {
   try {
     const text = await redis.get(`h:{${hostId}}:replay`);
     return text === null ? undefined : (JSON.parse(text) as { nextSeq: number; status: string });
@@ -66,8 +69,15 @@ interface Summary {
 export function printTable(s: Summary, out: (line: string) => void): void {
   const head = ['host', 'role', 'log', 'records', 'replayed', 'quotes ok', 'shards', 'alerts', 'result'];
   const rows = s.hosts.map((h) => [
-    h.hostId, h.role, h.log, String(h.records), h.replayed === null ? '-' : String(h.replayed),
-    String(h.quotesVerified), String(h.shardsClosed), alertText(h), h.ok ? 'OK' : 'FAIL',
+    h.hostId,
+    h.role,
+    h.log,
+    String(h.records),
+    h.replayed === null ? '-' : String(h.replayed),
+    String(h.quotesVerified),
+    String(h.shardsClosed),
+    alertText(h),
+    h.ok ? 'OK' : 'FAIL',
   ]);
   const widths = head.map((_, i) => Math.max(head[i]!.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
@@ -75,8 +85,12 @@ export function printTable(s: Summary, out: (line: string) => void): void {
   out(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const r of rows) out(line(r));
   out('');
-  out(`stack start: ${s.stackStartMs === null ? 'already running' : `${(s.stackStartMs / 1000).toFixed(1)} s`}`);
-  out(`throughput: ${s.records} records in ${s.seconds.toFixed(1)} s = ${s.recordsPerSecond} records/s (log written → all verdicts)`);
+  out(
+    `stack start: ${s.stackStartMs === null ? 'already running' : `${(s.stackStartMs / 1000).toFixed(1)} s`}`,
+  );
+  out(
+    `throughput: ${s.records} records in ${s.seconds.toFixed(1)} s = ${s.recordsPerSecond} records/s (log written → all verdicts)`,
+  );
   for (const p of s.problems) out(`problem: ${p}`);
   out(s.ok ? 'demo: OK' : 'demo: FAILED');
 }

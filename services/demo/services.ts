@@ -20,18 +20,29 @@ export const PIPELINE_SERVICES: readonly { name: string; args: string[] }[] = [
 ];
 
 /** Starts `imastream <args>` with its stdout and stderr in `<logDir>/<name>.log`. */
-export function startService(name: string, args: string[], logDir: string, env: NodeJS.ProcessEnv): ServiceProcess {
+export function startService(
+  name: string,
+  args: string[],
+  logDir: string,
+  env: NodeJS.ProcessEnv,
+): ServiceProcess {
   mkdirSync(logDir, { recursive: true });
   const logFile = join(logDir, `${name}.log`);
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', out, out], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...env },
+  });
   closeSync(out);
 
   return { name, child, logFile };
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves the exit codes by name. */
-export async function stopServices(services: readonly ServiceProcess[], graceMs = 15_000): Promise<Record<string, number | null>> {
+export async function stopServices(
+  services: readonly ServiceProcess[],
+  graceMs = 15_000,
+): Promise<Record<string, number | null>> {
   const codes: Record<string, number | null> = {};
   await Promise.all(
     services.map(async ({ name, child }) => {

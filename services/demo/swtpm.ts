@@ -49,7 +49,9 @@ export class Swtpm {
       return stdout;
     } catch (err) {
       const stderr = (err as { stderr?: string }).stderr ?? '';
-      throw new ImastreamError('IMS_TOOL_FAILED', `${name}: ${stderr.trim().split('\n').at(-1)}`, { cause: err });
+      throw new ImastreamError('IMS_TOOL_FAILED', `${name}: ${stderr.trim().split('\n').at(-1)}`, {
+        cause: err,
+      });
     }
   }
 
@@ -69,16 +71,28 @@ export class Swtpm {
   private async launch(): Promise<void> {
     const pidFile = join(this.dir, 'swtpm.pid');
     const args = [
-      'socket', '--tpm2', '--tpmstate', `dir=${this.dir}`,
-      '--server', `type=tcp,port=${this.port},bindaddr=127.0.0.1`,
-      '--ctrl', `type=tcp,port=${this.port + 1},bindaddr=127.0.0.1`,
-      '--flags', 'not-need-init,startup-clear', '--daemon',
-      '--pid', `file=${pidFile}`, '--log', `file=${join(this.dir, 'swtpm.log')},level=1`,
+      'socket',
+      '--tpm2',
+      '--tpmstate',
+      `dir=${this.dir}`,
+      '--server',
+      `type=tcp,port=${this.port},bindaddr=127.0.0.1`,
+      '--ctrl',
+      `type=tcp,port=${this.port + 1},bindaddr=127.0.0.1`,
+      '--flags',
+      'not-need-init,startup-clear',
+      '--daemon',
+      '--pid',
+      `file=${pidFile}`,
+      '--log',
+      `file=${join(this.dir, 'swtpm.log')},level=1`,
     ];
     await new Promise<void>((resolve, reject) => {
       const child = spawn('swtpm', args, { stdio: 'ignore' });
       child.on('error', reject);
-      child.on('exit', (code) => (code === 0 ? resolve() : reject(new ImastreamError('IMS_TOOL_FAILED', `swtpm exit ${code}`))));
+      child.on('exit', (code) =>
+        code === 0 ? resolve() : reject(new ImastreamError('IMS_TOOL_FAILED', `swtpm exit ${code}`)),
+      );
     });
     this.pid = Number(readFileSync(pidFile, 'utf8').trim());
     // Three unorderly resets would lock the AK out (DA lockout): make the lockout harmless.
