@@ -85,7 +85,7 @@ export const TPMA_OBJECT = {
 
 export type ObjectAttribute = keyof typeof TPMA_OBJECT;
 
-/** TPM_ECC_CURVE ids (Part 2, 6.4) with their WebCrypto names where WebCrypto has the curve. */
+/** TPM_ECC_CURVE ids (Part 2, 6.4); key.ts maps the NIST ones to WebCrypto curve names. */
 export const TPM_ECC_CURVE = {
   NIST_P192: 0x0001,
   NIST_P224: 0x0002,
