@@ -56,3 +56,18 @@ function compareScheme(quoted: readonly PcrValue[], replayed: readonly PcrValue[
 export function describe(d: Divergence): string {
   return `${d.bank} PCR ${d.pcr}: TPM ${d.quoted.toString('hex')}, replay (${d.scheme}) ${d.replayed.toString('hex')}`;
 }
+
+/**
+ * The fallback when a quote shipped no PCR values: a scheme matches when the checkpoint's values
+ * reproduce the signed pcrDigest. Works only when the quote selects nothing but replayed PCRs, and
+ * cannot name the diverging bank.
+ */
+export function compareByDigest(
+  matches: (scheme: string) => boolean,
+  schemes: readonly string[],
+): Comparison {
+  const scheme = schemes.find(matches);
+  if (scheme !== undefined) return { match: true, scheme, compared: 1 };
+
+  return { match: false, divergence: null, reason: 'no live scheme reproduces the signed pcrDigest' };
+}

@@ -22,6 +22,8 @@ export const hostKeys = {
   closed: (hostId: string) => `${host(hostId)}:closed`,
   /** Quote ids already verified, so a replayed quote is caught (set, with a TTL). */
   quoteIds: (hostId: string) => `${host(hostId)}:quote-ids`,
+  /** Pending challenge nonces of the host (sorted set by issue time). */
+  challenges: (hostId: string) => `${host(hostId)}:challenges`,
   /** AK enrolled to the host (JSON), written from ima.enrollments. */
   enrollment: (hostId: string) => `${host(hostId)}:enrollment`,
 };

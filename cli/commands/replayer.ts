@@ -1,0 +1,66 @@
+import { type HashAlg, isHashAlg } from '../../lib/hash.ts';
+import { REPLAYER_GROUP, startReplayer } from '../../services/replayer/main.ts';
+import {
+  COMMON_SETTINGS,
+  loadConfig,
+  parsers,
+  publicConfig,
+  type Settings,
+  usage,
+} from '../../services/shared/config.ts';
+import { createLogger } from '../../services/shared/logger.ts';
+import { stopOnSignals } from '../../services/shared/shutdown.ts';
+import { type CliIO, EXIT } from '../io.ts';
+
+const SETTINGS = {
+  ...COMMON_SETTINGS,
+  groupId: { flag: 'group-id', default: REPLAYER_GROUP, parse: parsers.string, doc: 'Kafka consumer group' },
+  concurrency: {
+    flag: 'concurrency',
+    env: 'IMASTREAM_REPLAYER_CONCURRENCY',
+    default: '3',
+    parse: parsers.int(1, 64),
+    doc: 'partitions handled at once',
+  },
+  banks: {
+    flag: 'banks',
+    env: 'IMASTREAM_REPLAYER_BANKS',
+    default: 'sha1,sha256',
+    parse: parseBanks,
+    doc: 'PCR banks replayed for new boots, comma-separated',
+  },
+} satisfies Settings;
+
+function parseBanks(text: string): HashAlg[] {
+  const banks = text.split(',').map((b) => b.trim());
+  const bad = banks.find((b) => !isHashAlg(b));
+  if (bad !== undefined) throw new Error(`"${bad}" is not a bank (sha1, sha256, sha384, sha512, sm3)`);
+  return banks as HashAlg[];
+}
+
+/**
+ * `imastream replayer`: one member of the replayer consumer group. Runs until SIGTERM or SIGINT,
+ * then stops consuming, commits what it handled, flushes the producer, closes Redis and exits 0.
+ */
+export async function run(argv: string[], io: CliIO): Promise<number> {
+  if (argv.includes('--help')) {
+    io.out(`usage: imastream replayer [options]\n${usage(SETTINGS)}`);
+    return EXIT.ok;
+  }
+  const config = loadConfig(SETTINGS, argv);
+  const logger = createLogger({ service: 'replayer', level: config.logLevel });
+  logger.info({ config: publicConfig(SETTINGS, config) }, 'replayer starting');
+  const replayer = await startReplayer({
+    brokers: config.kafkaBrokers,
+    redisUrl: config.redisUrl,
+    logger,
+    groupId: config.groupId,
+    banks: config.banks,
+    concurrency: config.concurrency,
+  });
+  await new Promise<void>((resolve) => {
+    stopOnSignals(logger, [replayer.stop, async () => resolve()]);
+  });
+
+  return EXIT.ok;
+}

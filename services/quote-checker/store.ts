@@ -1,0 +1,243 @@
+import { fromHex, toHex } from '../../lib/bytes/hex.ts';
+import { hostKeys, JOIN_TTL_SECONDS } from '../replayer/keys.ts';
+import { LuaScript, type RedisClient } from '../replayer/lua.ts';
+import type { PcrValueJson } from '../replayer/pcrs.ts';
+import type { Enrollment, NonceEpoch } from '../shared/records.ts';
+import type { EnrolledAk, LastQuote } from './judge.ts';
+import type { IssuedNonce } from './nonce-window.ts';
+import type { ClosedShard } from './verdict.ts';
+
+/** Fleet-wide nonce epochs (sorted set by epoch); not a host key. */
+export const NONCE_EPOCHS_KEY = 'imastream:nonce-epochs';
+/** Joins waiting for their other half, scored by deadline (sorted set); not a host key. */
+export const PENDING_JOINS_KEY = 'imastream:pending-joins';
+
+const EPOCHS_KEPT = 16;
+const RECENT_SHARDS_KEPT = 100;
+/** How long a challenge nonce stays acceptable. */
+const CHALLENGE_TTL_MS = 10 * 60_000;
+/** How long a quote's signed bytes are remembered, to catch it replayed. */
+const SEEN_QUOTES_TTL_SECONDS = 8 * 24 * 3600;
+
+/** A verified quote waiting for its checkpoint, as parked in Redis. */
+export interface ParkedQuote {
+  quoteId: string;
+  hashAlg: string;
+  /** TPMS_ATTEST hex, for the digest fallback when no PCR values were shipped. */
+  attest: string;
+  quoted: PcrValueJson[] | null;
+}
+
+export type JoinResult =
+  | { state: 'parked' | 'wait' | 'done' | 'busy' }
+  | { state: 'join'; quote: ParkedQuote; checkpoint?: string };
+
+/**
+ * Parks a verified quote and claims the join when its checkpoint is already stored. The claim is
+ * a lease: a claimer that dies before recording the verdict loses it after `leaseMs`, and the
+ * redelivered message claims again. KEYS: quote, ckpt. ARGV: parked, ttl, now, leaseUntil, token.
+ */
+const PARK_QUOTE = new LuaScript(`
+redis.call('HSETNX', KEYS[1], 'quote', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+if redis.call('HGET', KEYS[1], 'done') then return {'done'} end
+local ckpt = redis.call('GET', KEYS[2])
+if not ckpt then return {'parked'} end
+local holder = redis.call('HGET', KEYS[1], 'lease')
+local untilMs = tonumber(redis.call('HGET', KEYS[1], 'leaseUntil') or '0')
+if holder and holder ~= ARGV[5] and untilMs > tonumber(ARGV[3]) then return {'busy'} end
+redis.call('HSET', KEYS[1], 'lease', ARGV[5], 'leaseUntil', ARGV[4])
+return {'join', redis.call('HGET', KEYS[1], 'quote'), ckpt}
+`);
+
+/** The checkpoint side of the join. KEYS: quote. ARGV: now, leaseUntil, token. */
+const JOIN_CHECKPOINT = new LuaScript(`
+local q = redis.call('HGET', KEYS[1], 'quote')
+if not q then return {'wait'} end
+if redis.call('HGET', KEYS[1], 'done') then return {'done'} end
+local holder = redis.call('HGET', KEYS[1], 'lease')
+local untilMs = tonumber(redis.call('HGET', KEYS[1], 'leaseUntil') or '0')
+if holder and holder ~= ARGV[3] and untilMs > tonumber(ARGV[1]) then return {'busy'} end
+redis.call('HSET', KEYS[1], 'lease', ARGV[3], 'leaseUntil', ARGV[2])
+return {'join', q}
+`);
+
+/**
+ * Records a produced verdict: marks the join done, keeps it in the host's recent shards, and for a
+ * closed shard moves the closed end forward (never back) and pins the scheme.
+ * KEYS: quote, shards, closed, scheme. ARGV: summary, closedJson|'', bootId, endSeq, pinJson|'', kept.
+ */
+const RECORD_VERDICT = new LuaScript(`
+redis.call('HSET', KEYS[1], 'done', '1')
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[6]) - 1)
+if ARGV[2] == '' then return 1 end
+local cur = redis.call('GET', KEYS[3])
+if cur then
+  local c = cjson.decode(cur)
+  if c.bootId == ARGV[3] and tonumber(c.endSeq) >= tonumber(ARGV[4]) then return 1 end
+end
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[5])
+return 1
+`);
+
+/** The quote-checker's view of Redis. */
+export class QuoteStore {
+  constructor(private readonly redis: RedisClient) {}
+
+  async enrollment(hostId: string): Promise<EnrolledAk | null> {
+    const raw = await this.redis.get(hostKeys.enrollment(hostId));
+    if (raw === null) return null;
+    const e = JSON.parse(raw) as { akPublic: string; akName: string; status: string };
+
+    return { akPublic: fromHex(e.akPublic), akName: fromHex(e.akName), status: e.status };
+  }
+
+  async saveEnrollment(e: Enrollment): Promise<void> {
+    const json = { akPublic: toHex(e.akPublic), akName: toHex(e.akName), status: e.status, at: e.at };
+    await this.redis.set(hostKeys.enrollment(e.hostId), JSON.stringify(json));
+  }
+
+  async saveNonceEpoch(n: NonceEpoch): Promise<void> {
+    const json = JSON.stringify({ epoch: n.epoch, nonce: toHex(n.nonce), validUntil: n.validUntil });
+    await this.redis
+      .multi()
+      .zremrangebyscore(NONCE_EPOCHS_KEY, n.epoch, n.epoch)
+      .zadd(NONCE_EPOCHS_KEY, n.epoch, json)
+      .zremrangebyrank(NONCE_EPOCHS_KEY, 0, -EPOCHS_KEPT - 1)
+      .exec();
+  }
+
+  async saveChallenge(hostId: string, requestId: string, nonce: Uint8Array, at: number): Promise<void> {
+    const key = hostKeys.challenges(hostId);
+    await this.redis
+      .multi()
+      .zadd(key, at, JSON.stringify({ requestId, nonce: toHex(nonce) }))
+      .zremrangebyscore(key, 0, at - CHALLENGE_TTL_MS)
+      .pexpire(key, CHALLENGE_TTL_MS)
+      .exec();
+  }
+
+  /** Nonce epochs (newest first) and the host's challenges still pending. */
+  async nonces(hostId: string, now: number): Promise<{ epochs: IssuedNonce[]; challenges: IssuedNonce[] }> {
+    const [epochs, challenges] = await Promise.all([
+      this.redis.zrevrange(NONCE_EPOCHS_KEY, 0, EPOCHS_KEPT - 1),
+      this.redis.zrangebyscore(hostKeys.challenges(hostId), now - CHALLENGE_TTL_MS, '+inf'),
+    ]);
+    const parse = (s: string) => JSON.parse(s) as { epoch?: number; requestId?: string; nonce: string };
+
+    return {
+      epochs: epochs.map(parse).map((e) => ({ nonce: fromHex(e.nonce), epoch: e.epoch ?? null })),
+      challenges: challenges
+        .map(parse)
+        .map((c) => ({ nonce: fromHex(c.nonce), epoch: null, requestId: c.requestId ?? '' })),
+    };
+  }
+
+  async lastQuote(hostId: string): Promise<LastQuote | null> {
+    const raw = await this.redis.get(hostKeys.quoteLast(hostId));
+    return raw === null ? null : (JSON.parse(raw) as LastQuote);
+  }
+
+  /** Where these signed bytes were first accepted, if they were. */
+  async seenAt(hostId: string, attestHash: string): Promise<string | null> {
+    return this.redis.hget(hostKeys.quoteIds(hostId), attestHash);
+  }
+
+  /** Remembers an accepted quote: its clock for the counter rules, its bytes against replay. */
+  async saveAccepted(hostId: string, last: LastQuote, position: string): Promise<void> {
+    const ids = hostKeys.quoteIds(hostId);
+    await this.redis
+      .multi()
+      .set(hostKeys.quoteLast(hostId), JSON.stringify(last))
+      .hsetnx(ids, last.attestHash, position)
+      .expire(ids, SEEN_QUOTES_TTL_SECONDS)
+      .exec();
+  }
+
+  async parkQuote(
+    hostId: string,
+    bootId: string,
+    seq: number,
+    parked: ParkedQuote,
+    lease: Lease,
+  ): Promise<JoinResult> {
+    const keys = [hostKeys.quote(hostId, bootId, seq), hostKeys.ckpt(hostId, bootId, seq)];
+    const args = [JSON.stringify(parked), JOIN_TTL_SECONDS, lease.now, lease.now + lease.ms, lease.token];
+
+    return joinResult(await PARK_QUOTE.run(this.redis, keys, args));
+  }
+
+  async joinCheckpoint(hostId: string, bootId: string, seq: number, lease: Lease): Promise<JoinResult> {
+    const keys = [hostKeys.quote(hostId, bootId, seq)];
+
+    return joinResult(
+      await JOIN_CHECKPOINT.run(this.redis, keys, [lease.now, lease.now + lease.ms, lease.token]),
+    );
+  }
+
+  async closed(hostId: string): Promise<ClosedShard | null> {
+    const raw = await this.redis.get(hostKeys.closed(hostId));
+    return raw === null ? null : (JSON.parse(raw) as ClosedShard);
+  }
+
+  async recordVerdict(
+    at: { hostId: string; bootId: string; seq: number },
+    summary: object,
+    closed: ClosedShard | null,
+    pin: object | null,
+  ): Promise<void> {
+    const { hostId, bootId, seq } = at;
+    const keys = [hostKeys.quote(hostId, bootId, seq), hostKeys.shards(hostId), hostKeys.closed(hostId)];
+    keys.push(hostKeys.scheme(hostId));
+    const args = [JSON.stringify(summary), closed === null ? '' : JSON.stringify(closed), bootId, seq];
+    await RECORD_VERDICT.run(this.redis, keys, [
+      ...args,
+      pin === null ? '' : JSON.stringify(pin),
+      RECENT_SHARDS_KEPT,
+    ]);
+    await this.redis.zrem(PENDING_JOINS_KEY, pendingMember(hostId, bootId, seq));
+  }
+
+  /** Starts the deadline of a half-arrived join (kept if already started). */
+  async awaitJoin(hostId: string, bootId: string, seq: number, deadline: number): Promise<void> {
+    await this.redis.zadd(PENDING_JOINS_KEY, 'NX', deadline, pendingMember(hostId, bootId, seq));
+  }
+
+  /** Joins past their deadline that this caller won (ZREM), with whether the join ever completed. */
+  async takeOverdue(
+    now: number,
+    limit = 100,
+  ): Promise<{ hostId: string; bootId: string; seq: number; done: boolean }[]> {
+    const members = await this.redis.zrangebyscore(PENDING_JOINS_KEY, 0, now, 'LIMIT', 0, limit);
+    const out = [];
+    for (const m of members) {
+      if ((await this.redis.zrem(PENDING_JOINS_KEY, m)) !== 1) continue;
+      const [hostId, bootId, seq] = JSON.parse(m) as [string, string, number];
+      const done = (await this.redis.hget(hostKeys.quote(hostId, bootId, seq), 'done')) !== null;
+      out.push({ hostId, bootId, seq, done });
+    }
+
+    return out;
+  }
+}
+
+/** Who holds a join claim, from when, for how long. */
+export interface Lease {
+  token: string;
+  now: number;
+  ms: number;
+}
+
+function pendingMember(hostId: string, bootId: string, seq: number): string {
+  return JSON.stringify([hostId, bootId, seq]);
+}
+
+function joinResult(reply: unknown): JoinResult {
+  const [state, quote, checkpoint] = reply as [string, string?, string?];
+  if (state !== 'join') return { state: state as 'parked' | 'wait' | 'done' | 'busy' };
+  const parked = JSON.parse(quote!) as ParkedQuote;
+
+  return checkpoint === undefined ? { state, quote: parked } : { state, quote: parked, checkpoint };
+}

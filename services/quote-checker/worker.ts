@@ -1,0 +1,214 @@
+import { randomUUID } from 'node:crypto';
+import { fromHex } from '../../lib/bytes/hex.ts';
+import { ImastreamError } from '../../lib/errors.ts';
+import { type HashAlg, isHashAlg } from '../../lib/hash.ts';
+import type { PcrValues } from '../../lib/pcr.ts';
+import { parseAttest } from '../../lib/tpm/attest.ts';
+import { matchPcrDigest } from '../../lib/tpm/quote.ts';
+import { makeAlert } from '../alerts/make.ts';
+import { type PcrValueJson, pcrsFromJson, pcrsToJson } from '../replayer/pcrs.ts';
+import { decode, encode } from '../shared/codec.ts';
+import type { ImsProducer, InMessage } from '../shared/kafka.ts';
+import type { Logger } from '../shared/logger.ts';
+import type { Alert, Checkpoint, PcrValue, Verdict } from '../shared/records.ts';
+import { checkKeyPart } from '../shared/redis.ts';
+import { TOPIC } from '../shared/topics.ts';
+import { type Comparison, compareByDigest, compareWithCheckpoint } from './compare.ts';
+import { attestHashOf, judgeQuote, type QuoteContext, type QuoteWithPcrs } from './judge.ts';
+import { acceptedNonces, findNonce } from './nonce-window.ts';
+import type { ParkedQuote, QuoteStore } from './store.ts';
+import { buildVerdict } from './verdict.ts';
+
+export interface QuoteWorkerOptions {
+  /** How long a quote or checkpoint waits for its other half before SHARD_DEADLINE. */
+  deadlineMs: number;
+  /** How long a join claim holds before another delivery may take it over. */
+  leaseMs?: number;
+  /** How long a quote waits for its host's enrolment or nonce to reach Redis. */
+  refWaitMs?: number;
+  now?: () => number;
+}
+
+export interface QuoteCheckerStats {
+  quotes: number;
+  rejected: number;
+  verdicts: number;
+  deadlines: number;
+}
+
+/**
+ * The quote-checker's Kafka handler for ima.quotes and ima.checkpoints. A quote is judged, and
+ * if accepted parked; whichever half of (quote, checkpoint) arrives second claims the join in
+ * Redis and produces the verdict. Every output carries a deterministic id (alertId, shardId), so
+ * a redelivery or a second instance producing it again is harmless.
+ */
+export class QuoteWorker {
+  readonly stats: QuoteCheckerStats = { quotes: 0, rejected: 0, verdicts: 0, deadlines: 0 };
+  private readonly token = randomUUID();
+  private readonly now: () => number;
+
+  constructor(
+    private readonly store: QuoteStore,
+    private readonly producer: ImsProducer,
+    private readonly logger: Logger,
+    private readonly options: QuoteWorkerOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  readonly handleMessage = async (m: InMessage): Promise<void> => {
+    if (m.value === null) throw new ImastreamError('IMS_WIRE_BAD_FRAME', 'message has no value');
+    const decoded = decode(m.value);
+    if (decoded.schema === 'Quote')
+      return this.onQuote(decoded.value, `${m.topic}:${m.partition}:${m.offset}`);
+    if (decoded.schema === 'Checkpoint') return this.onCheckpoint(decoded.value);
+    throw new ImastreamError('IMS_WIRE_UNKNOWN_SCHEMA', `${decoded.schema} does not belong on ${m.topic}`);
+  };
+
+  private async onQuote(quote: QuoteWithPcrs, position: string): Promise<void> {
+    checkIds(quote.hostId, quote.bootId);
+    this.stats.quotes++;
+    const judgement = await judgeQuote(quote, await this.context(quote, position));
+    if (!judgement.ok) {
+      this.stats.rejected++;
+      this.logger.warn(
+        { hostId: quote.hostId, quoteId: quote.quoteId, reasons: judgement.reasons },
+        'quote rejected',
+      );
+      await this.produceAlerts(judgement.alerts);
+      return;
+    }
+    const accepted = judgement.quote;
+    await this.store.saveAccepted(quote.hostId, accepted.clock, position);
+    const parked: ParkedQuote = {
+      quoteId: quote.quoteId,
+      hashAlg: accepted.hashAlg,
+      attest: Buffer.from(quote.attest).toString('hex'),
+      quoted: accepted.quoted === null ? null : pcrsToJson(accepted.quoted),
+    };
+    const lease = { token: this.token, now: this.now(), ms: this.options.leaseMs ?? 30_000 };
+    const r = await this.store.parkQuote(quote.hostId, quote.bootId, quote.seq, parked, lease);
+    if (r.state === 'parked')
+      await this.store.awaitJoin(quote.hostId, quote.bootId, quote.seq, this.deadline());
+    if (r.state === 'join') await this.finishJoin(r.quote, checkpointFromJson(r.checkpoint!));
+  }
+
+  private async onCheckpoint(c: Checkpoint): Promise<void> {
+    checkIds(c.hostId, c.bootId);
+    const lease = { token: this.token, now: this.now(), ms: this.options.leaseMs ?? 30_000 };
+    const r = await this.store.joinCheckpoint(c.hostId, c.bootId, c.seq, lease);
+    if (r.state === 'wait') await this.store.awaitJoin(c.hostId, c.bootId, c.seq, this.deadline());
+    if (r.state === 'join') await this.finishJoin(r.quote, c);
+  }
+
+  /**
+   * What the fleet knows about the quote's host. The enrolment and nonce arrive on other topics,
+   * through another consumer: when either is missing, wait a little for it before judging.
+   */
+  private async context(quote: QuoteWithPcrs, position: string): Promise<QuoteContext> {
+    const until = this.now() + (this.options.refWaitMs ?? 3_000);
+    const attestHash = attestHashOf(quote.attest);
+    for (;;) {
+      const [enrollment, nonces, last, seenAt] = await Promise.all([
+        this.store.enrollment(quote.hostId),
+        this.store.nonces(quote.hostId, this.now()),
+        this.store.lastQuote(quote.hostId),
+        this.store.seenAt(quote.hostId, attestHash),
+      ]);
+      const accepted = acceptedNonces(nonces.epochs, nonces.challenges);
+      const complete = enrollment !== null && findNonce(accepted, quote.nonce) !== undefined;
+      if (complete || seenAt !== null || this.now() >= until) {
+        return { enrollment, accepted, last, seenAt, position, now: this.now() };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+
+  private async finishJoin(parked: ParkedQuote, checkpoint: Checkpoint): Promise<void> {
+    const comparison = compare(parked, checkpoint);
+    const closed = await this.store.closed(checkpoint.hostId);
+    const out = buildVerdict({ checkpoint, quoteId: parked.quoteId, comparison, closed, now: this.now() });
+    await this.producer.send(TOPIC.verdicts, [
+      { key: checkpoint.hostId, value: encode('Verdict', out.verdict) },
+    ]);
+    await this.produceAlerts(out.alerts);
+    await this.store.recordVerdict(checkpoint, summary(out.verdict), out.closed, out.pin);
+    this.stats.verdicts++;
+    const log = { hostId: checkpoint.hostId, shardId: out.verdict.shardId, status: out.verdict.status };
+    if (out.verdict.status === 'CLOSED') this.logger.info(log, 'shard closed');
+    else this.logger.warn({ ...log, reasons: out.verdict.reasons }, 'shard failed');
+  }
+
+  /** Raises SHARD_DEADLINE for joins whose other half never came; safe to run on every instance. */
+  async sweep(): Promise<void> {
+    for (const overdue of await this.store.takeOverdue(this.now())) {
+      if (overdue.done) continue;
+      this.stats.deadlines++;
+      const { hostId, bootId, seq } = overdue;
+      const alert = makeAlert({
+        kind: 'SHARD_DEADLINE',
+        hostId,
+        bootId,
+        seq,
+        message: `${hostId} boot ${bootId}: records [.., ${seq}) not attested in time (quote or checkpoint missing)`,
+        details: { deadlineMs: this.options.deadlineMs },
+        at: this.now(),
+      });
+      this.logger.warn({ hostId, bootId, seq }, 'shard deadline passed');
+      await this.produceAlerts([alert]);
+    }
+  }
+
+  private deadline(): number {
+    return this.now() + this.options.deadlineMs;
+  }
+
+  private async produceAlerts(alerts: readonly Alert[]): Promise<void> {
+    if (alerts.length === 0) return;
+    await this.producer.send(
+      TOPIC.alerts,
+      alerts.map((a) => ({ key: a.hostId, value: encode('Alert', a) })),
+    );
+  }
+}
+
+function checkIds(hostId: string, bootId: string): void {
+  checkKeyPart('hostId', hostId);
+  checkKeyPart('bootId', bootId);
+}
+
+/** Compares by the trusted PCR values when the quote shipped them, else by the signed digest. */
+function compare(parked: ParkedQuote, checkpoint: Checkpoint): Comparison {
+  if (parked.quoted !== null)
+    return compareWithCheckpoint(pcrsFromJson(parked.quoted), checkpoint.pcrs, checkpoint.schemes);
+  const attest = parseAttest(fromHex(parked.attest));
+  const hashAlg = parked.hashAlg as HashAlg;
+
+  return compareByDigest(
+    (s) => matchPcrDigest(attest, valuesOf(checkpoint.pcrs, s), hashAlg),
+    checkpoint.schemes,
+  );
+}
+
+function valuesOf(pcrs: readonly PcrValue[], scheme: string): PcrValues {
+  const out: PcrValues = new Map();
+  for (const p of pcrs) {
+    if (p.scheme !== scheme || !isHashAlg(p.bank)) continue;
+    if (!out.has(p.bank)) out.set(p.bank, new Map());
+    out.get(p.bank)!.set(p.pcr, p.value);
+  }
+
+  return out;
+}
+
+function checkpointFromJson(json: string): Checkpoint {
+  const c = JSON.parse(json) as Omit<Checkpoint, 'pcrs'> & { pcrs: PcrValueJson[] };
+
+  return { ...c, pcrs: pcrsFromJson(c.pcrs) };
+}
+
+function summary(v: Verdict): object {
+  const { shardId, status, quoteId, startSeq, endSeq, scheme, reasons, at } = v;
+
+  return { shardId, status, quoteId, startSeq, endSeq, scheme, reasons, at };
+}
