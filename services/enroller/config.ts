@@ -1,0 +1,93 @@
+import { readFile } from 'node:fs/promises';
+import type { EkPolicy } from '../../lib/enrol/ek-policy.ts';
+import { ImastreamError } from '../../lib/errors.ts';
+import { COMMON_SETTINGS, type ConfigOf, parsers, type Settings } from '../shared/config.ts';
+import { loadTrustStore } from './trust-store.ts';
+
+const WITHOUT_CERTIFICATE = ['reject', 'allow-list', 'tofu'] as const;
+type WithoutCertificate = (typeof WITHOUT_CERTIFICATE)[number];
+
+/** An optional path: empty means not configured. */
+const optionalPath = (text: string): string => text;
+
+/** Settings of the enroller process (flags win over environment, which wins over defaults). */
+export const ENROLLER_SETTINGS = {
+  ...COMMON_SETTINGS,
+  trustDir: {
+    flag: 'ek-trust-dir',
+    env: 'IMASTREAM_EK_TRUST_DIR',
+    default: '',
+    parse: optionalPath,
+    doc: 'directory of EK manufacturer root and intermediate certificates (PEM/DER); empty: none',
+  },
+  withoutCertificate: {
+    flag: 'ek-without-cert',
+    env: 'IMASTREAM_EK_WITHOUT_CERT',
+    default: 'reject',
+    parse: (text: string): WithoutCertificate => {
+      if (!(WITHOUT_CERTIFICATE as readonly string[]).includes(text)) {
+        throw new Error(`"${text}" is not one of ${WITHOUT_CERTIFICATE.join('|')}`);
+      }
+      return text as WithoutCertificate;
+    },
+    doc: 'policy for EKs without a certificate: reject|allow-list|tofu',
+  },
+  allowListFile: {
+    flag: 'ek-allow-list',
+    env: 'IMASTREAM_EK_ALLOW_LIST',
+    default: '',
+    parse: optionalPath,
+    doc: 'file of allowed EK key hashes (SHA-256 of the DER SubjectPublicKeyInfo, hex, one per line)',
+  },
+  challengeTtlMs: {
+    flag: 'challenge-ttl-ms',
+    env: 'IMASTREAM_ENROL_CHALLENGE_TTL_MS',
+    default: '300000',
+    parse: parsers.int(1000, 3_600_000),
+    doc: 'how long an enrolment challenge may be answered, ms',
+  },
+} satisfies Settings;
+
+export type EnrollerConfig = ConfigOf<typeof ENROLLER_SETTINGS>;
+
+/** The EK policy the configuration describes, with its files read and checked. */
+export async function loadEkPolicy(config: EnrollerConfig): Promise<EkPolicy> {
+  const trustStore = config.trustDir === '' ? null : await loadTrustStore(config.trustDir);
+  const allowList =
+    config.allowListFile === '' ? new Set<string>() : await loadAllowList(config.allowListFile);
+  if (config.withoutCertificate === 'allow-list' && allowList.size === 0) {
+    throw new ImastreamError(
+      'IMS_CONFIG_INVALID',
+      '--ek-without-cert allow-list needs a non-empty --ek-allow-list',
+    );
+  }
+  if (trustStore === null && config.withoutCertificate === 'reject') {
+    throw new ImastreamError(
+      'IMS_CONFIG_INVALID',
+      'no --ek-trust-dir and EKs without certificate rejected: none could enrol',
+    );
+  }
+
+  return { trustStore, withoutCertificate: config.withoutCertificate, allowList };
+}
+
+/** One lowercase SHA-256 hex per line; blank lines and `#` comments ignored; anything else is an error. */
+export async function loadAllowList(path: string): Promise<Set<string>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (cause) {
+    throw new ImastreamError('IMS_IO_READ_FAILED', `${path} cannot be read`, { cause, details: { path } });
+  }
+  const hashes = new Set<string>();
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.replace(/#.*/, '').trim().toLowerCase();
+    if (line === '') continue;
+    if (!/^[0-9a-f]{64}$/.test(line)) {
+      throw new ImastreamError('IMS_CONFIG_INVALID', `${path}:${i + 1}: not a SHA-256 hex digest`);
+    }
+    hashes.add(line);
+  }
+
+  return hashes;
+}
