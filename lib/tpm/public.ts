@@ -4,6 +4,9 @@ import { type HashAlg, hashAlgFromTpm } from '../hash.ts';
 import { algName, LIMITS, type ObjectAttribute, TPM_ALG, TPMA_OBJECT } from './constants.ts';
 import { expectEnd, readTpm2b, tpmReader } from './marshal.ts';
 
+/** PEM/SPKI keys and WebCrypto import live in key.ts; re-exported so one import serves AKs in any form. */
+export { publicFromPem, publicFromSpki, toJwk } from './key.ts';
+
 /** The key material of a public area, enough to verify a signature. */
 export type PublicKey =
   | {
