@@ -16,7 +16,7 @@ import { REPO_DIR } from './host.ts';
 import { CORPUS_LOGS, corpusLog, DEFAULT_CAP, type LogSource, loadLog } from './logs.ts';
 import { Observer } from './observer.ts';
 import { type HostRow, printTable, rowOf } from './report.ts';
-import { crashed, PIPELINE_SERVICES, type ServiceProcess, startService, stopServices } from './services.ts';
+import { crashed, pipelineServices, type ServiceProcess, startService, stopServices } from './services.ts';
 
 const OPTIONS = {
   json: { type: 'boolean', default: false },
@@ -50,7 +50,7 @@ async function main(): Promise<number> {
 
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
-  const services: ServiceProcess[] = PIPELINE_SERVICES.map((s) => startService(s.name, s.args, logDir, env));
+  const services: ServiceProcess[] = pipelineServices(runId).map((s) => startService(s.name, s.args, logDir, env));
   say(`run ${runId}: ${services.length} pipeline processes, ${specs.length} hosts, logs in ${logDir}`);
   const observer = new Observer(
     brokers,

@@ -11,13 +11,23 @@ export interface ServiceProcess {
   logFile: string;
 }
 
-/** The fleet side of the demo: two replayers, one quote-checker and the nonce service. */
-export const PIPELINE_SERVICES: readonly { name: string; args: string[] }[] = [
-  { name: 'nonces', args: ['nonces'] },
-  { name: 'replayer-1', args: ['replayer'] },
-  { name: 'replayer-2', args: ['replayer'] },
-  { name: 'quote-checker', args: ['quote-checker'] },
-];
+/**
+ * The fleet side of the demo: the nonce service, two replayers (one consumer group) and a
+ * quote-checker. Group ids carry the run id, so a demo never shares partitions with other
+ * processes that happen to use the same broker.
+ */
+export function pipelineServices(runId: string, nonceInterval = '5s'): { name: string; args: string[] }[] {
+  const replayer = ['replayer', '--group-id', `imastream-replayer-${runId}`];
+  return [
+    { name: 'nonces', args: ['nonces', '--interval', nonceInterval] },
+    { name: 'replayer-1', args: replayer },
+    { name: 'replayer-2', args: replayer },
+    {
+      name: 'quote-checker',
+      args: ['quote-checker', '--group-id', `imastream-qc-${runId}`, '--refs-group-id', `imastream-qc-refs-${runId}`],
+    },
+  ];
+}
 
 /** Starts `imastream <args>` with its stdout and stderr in `<logDir>/<name>.log`. */
 export function startService(
