@@ -209,6 +209,16 @@ export class Swtpm {
     await this.run('tpm2_startup', ['-c']);
   }
 
+  /**
+   * Simulates suspend/resume (S3): Shutdown(STATE), TPM_Init, Startup(STATE). restartCount+1,
+   * resetCount and PCRs kept.
+   */
+  async suspendResume(): Promise<void> {
+    await this.run('tpm2_shutdown', []);
+    await execTool('swtpm_ioctl', ['--tcp', `127.0.0.1:${this.port + 1}`, '-i']);
+    await this.run('tpm2_startup', []);
+  }
+
   /** Orderly shutdown (so the next start counts no DA failure), then SIGTERM; removes the state. */
   async stop(): Promise<void> {
     if (this.stopped) return;

@@ -257,6 +257,25 @@ describe('quotes from swtpm', { timeout: 120_000 }, () => {
     assert.equal(toHex((await tpm.pcrRead('sha256:10')).get('sha256')!.get(10)!), '00'.repeat(32));
   });
 
+  it('suspend/resume bumps restartCount and keeps the PCRs; clock rules hold', async () => {
+    const ak = aks.rsassa!;
+    const akPublic = parsePublic(ak.public);
+    await tpm.pcrExtend(10, { sha256: 'ab'.repeat(32) });
+    const before = await verifyQuote({ ...(await quoteOf(ak)), akPublic });
+    await tpm.suspendResume();
+    const after = await verifyQuote({ ...(await quoteOf(ak)), akPublic });
+    assert.deepEqual(codes(after), []);
+    const [b, a] = [before.attest!.clockInfo, after.attest!.clockInfo];
+    assert.equal(a.resetCount, b.resetCount);
+    assert.equal(a.restartCount, b.restartCount + 1);
+    assert.equal(toHex(after.attest!.quote!.pcrDigest), toHex(before.attest!.quote!.pcrDigest));
+    assert.deepEqual(checkClock(b, a), []);
+    assert.deepEqual(
+      checkClock(a, b).map((f) => f.code),
+      ['QUOTE_RESTART_COUNT_DECREASED'],
+    );
+  });
+
   async function quoteOf(ak: AkHandle) {
     const q = await tpm.quote(ak, { selection: 'sha256:10', nonce });
     return { attest: q.attest, signature: q.signature, nonce };
