@@ -52,7 +52,7 @@ export interface EkCertVerdict {
 }
 
 /** One certificate in both parsed forms: pkijs for checks, node's for display names. */
-interface StoreCert {
+export interface StoreCert {
   node: X509Certificate;
   pkijs: pkijs.Certificate;
 }
@@ -81,11 +81,12 @@ export async function trustStoreFromCertificates(certs: Uint8Array[]): Promise<T
   for (const [index, bytes] of certs.entries()) {
     const parsed = parseBoth(bytes);
     if (parsed === undefined) {
+      const details = { index, size: bytes.byteLength };
       throw new ImastreamError(
         'IMS_ENROL_BAD_TRUST_ANCHOR',
         `trust-store certificate #${index} does not parse`,
         {
-          details: { index, size: bytes.byteLength },
+          details,
         },
       );
     }
@@ -119,17 +120,19 @@ export async function verifyEkCertificate(
   return { ...(await pathVerdict(leaf, store, at)), tpm };
 }
 
-type Partial = Omit<EkCertVerdict, 'tpm'>;
+/** A verdict before the TPM identity is attached. */
+type Finding = Omit<EkCertVerdict, 'tpm'>;
 
 function fail(code: EkCertCode, message: string): EkCertVerdict {
   return { ok: false, code, message, chain: [], tpm: {} };
 }
 
 /** Checks on the EK certificate alone. */
-async function leafProblem(leaf: StoreCert, ekKey: PublicKey, at: Date): Promise<Partial | undefined> {
+async function leafProblem(leaf: StoreCert, ekKey: PublicKey, at: Date): Promise<Finding | undefined> {
   const cert = leaf.pkijs;
   if (await isSelfSigned(leaf)) return fail('EK_CERT_SELF_SIGNED', `self-signed: ${leaf.node.subject ?? ''}`);
-  const { notBefore, notAfter } = { notBefore: cert.notBefore.value, notAfter: cert.notAfter.value };
+  const notBefore = cert.notBefore.value;
+  const notAfter = cert.notAfter.value;
   if (at < notBefore) return fail('EK_CERT_NOT_YET_VALID', `valid from ${notBefore.toISOString()}`);
   if (at > notAfter) return fail('EK_CERT_EXPIRED', `expired ${notAfter.toISOString()}`);
   const basic = extension(cert, '2.5.29.19');
@@ -169,7 +172,7 @@ const KEY_ENCIPHERMENT = 0x20;
 const KEY_AGREEMENT = 0x08;
 
 /** EK profile 3.2.4: keyEncipherment for an RSA EK, keyAgreement for an ECC EK. */
-function keyUsageProblem(cert: pkijs.Certificate, ekKey: PublicKey): Partial | undefined {
+function keyUsageProblem(cert: pkijs.Certificate, ekKey: PublicKey): Finding | undefined {
   const ku = extension(cert, '2.5.29.15');
   // pkijs gives an asn1js BitString; read it structurally (asn1js is not our dependency).
   const first = (ku as { valueBlock?: { valueHexView?: Uint8Array } } | undefined)?.valueBlock
@@ -187,7 +190,7 @@ function keyUsageProblem(cert: pkijs.Certificate, ekKey: PublicKey): Partial | u
 }
 
 /** The binding: the certified key is the EK's key (modulus and exponent, or curve and point). */
-function keyBindingProblem(cert: pkijs.Certificate, ekKey: PublicKey): Partial | undefined {
+function keyBindingProblem(cert: pkijs.Certificate, ekKey: PublicKey): Finding | undefined {
   let certKey: PublicKey;
   try {
     certKey = publicFromSpki(new Uint8Array(cert.subjectPublicKeyInfo.toSchema().toBER(false))).key;
@@ -228,7 +231,7 @@ function stripZeros(v: Uint8Array): Uint8Array {
  * The direct issuer, before path building, to tell "nobody we know issued this" from "someone
  * claims our CA's name but the signature is not our CA's".
  */
-async function issuerProblem(leaf: StoreCert, store: TrustStore): Promise<Partial | undefined> {
+async function issuerProblem(leaf: StoreCert, store: TrustStore): Promise<Finding | undefined> {
   const named = [...store.roots, ...store.intermediates].filter((c) =>
     leaf.pkijs.issuer.isEqual(c.pkijs.subject),
   );
@@ -266,7 +269,7 @@ function pathCode(resultCode: number): EkCertCode {
   return 'EK_CERT_UNTRUSTED_ISSUER';
 }
 
-async function pathVerdict(leaf: StoreCert, store: TrustStore, at: Date): Promise<Partial> {
+async function pathVerdict(leaf: StoreCert, store: TrustStore, at: Date): Promise<Finding> {
   const validator = new pkijs.CertificateChainValidationEngine({
     trustedCerts: store.roots.map((c) => c.pkijs),
     certs: [...store.intermediates.map((c) => c.pkijs), leaf.pkijs],

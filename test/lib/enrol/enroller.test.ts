@@ -244,3 +244,23 @@ test('quotes: UNKNOWN_AK for an unenrolled host or another AK; ok for the enroll
   registry.apply({ ...good.enrollment, at: T0 + 1 });
   assert.equal(registry.get('q-1')?.status, 'revoked', 'an older record does not win');
 });
+
+test('random request bytes are refused as verdicts, never thrown', async () => {
+  const { enroller } = setup();
+  const h = host('fuzz');
+  for (let i = 0; i < 200; i++) {
+    const size = Math.floor(Math.random() * 400);
+    const junk = new Uint8Array(size).map(() => Math.floor(Math.random() * 256));
+    // Keep the type and a plausible TPM2B size so the parser gets past the first bytes sometimes.
+    if (size > 4 && i % 2 === 0) junk.set([(size - 2) >> 8, (size - 2) & 0xff, 0, 0x23], 0);
+    const which = i % 3;
+    const request = {
+      ...h.request,
+      ekPublic: which === 0 ? junk : h.request.ekPublic,
+      akPublic: which === 1 ? junk : h.request.akPublic,
+      ekCertificate: which === 2 ? junk : null,
+    };
+    const out = await enroller.begin(request, T0);
+    assert.equal(out.ok, false);
+  }
+});

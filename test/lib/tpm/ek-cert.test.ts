@@ -210,3 +210,15 @@ test('a trust store entry that does not parse is a configuration error', async (
     (e) => hasCode(e, 'IMS_ENROL_BAD_TRUST_ANCHOR') && e.details.index === 1,
   );
 });
+
+test('corrupted certificates always give a verdict, never an exception', async () => {
+  const { der } = await ekCert();
+  const rng = (n: number) => Math.floor(Math.random() * n);
+  for (let i = 0; i < 200; i++) {
+    const bytes = der.slice();
+    for (let k = 0; k <= rng(4); k++) bytes[rng(bytes.length)] = rng(256);
+    const v = await verifyEkCertificate(bytes, keyOf(rsaEk.publicKey), store, NOW);
+    assert.equal(typeof v.code, 'string');
+    if (v.ok) assert.equal(v.code, 'EK_CERT_OK');
+  }
+});
