@@ -22,6 +22,12 @@ const SETTINGS = {
     parse: parsers.int(1, 64),
     doc: 'partitions handled at once',
   },
+  sessionTimeoutMs: {
+    flag: 'session-timeout-ms',
+    default: '30000',
+    parse: parsers.int(6_000, 300_000),
+    doc: 'consumer session timeout: how soon the group notices a dead instance',
+  },
   banks: {
     flag: 'banks',
     env: 'IMASTREAM_REPLAYER_BANKS',
@@ -57,6 +63,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     groupId: config.groupId,
     banks: config.banks,
     concurrency: config.concurrency,
+    sessionTimeoutMs: config.sessionTimeoutMs,
   });
   await new Promise<void>((resolve) => {
     stopOnSignals(logger, [replayer.stop, async () => resolve()]);

@@ -17,6 +17,8 @@ export interface ReplayerOptions {
   /** Partitions handled at once by this instance. */
   concurrency?: number;
   maxBatchMessages?: number;
+  /** Consumer session timeout: how soon the group notices a dead instance (default 30 s). */
+  sessionTimeoutMs?: number;
 }
 
 export interface ReplayerHandle {
@@ -42,6 +44,7 @@ export async function startReplayer(options: ReplayerOptions): Promise<ReplayerH
     handleBatch: worker.handleBatch,
     partitionsConsumedConcurrently: options.concurrency ?? 3,
     maxBatchMessages: options.maxBatchMessages ?? 500,
+    ...(options.sessionTimeoutMs === undefined ? {} : { sessionTimeout: options.sessionTimeoutMs }),
   });
   logger.info({ groupId: options.groupId ?? REPLAYER_GROUP }, 'replayer started');
 

@@ -1,0 +1,112 @@
+/**
+ * Helpers for the replayer and quote-checker integration tests (test/integration/replayer-*,
+ * quote-checker-*): a producer that writes framed records as an agent would, a reader that
+ * collects one test's hosts from an output topic, Redis cleanup, and polling.
+ */
+import { randomUUID } from 'node:crypto';
+
+import { Redis } from 'ioredis';
+import { PENDING_JOINS_KEY } from '../../../services/quote-checker/store.ts';
+import { hostKeyPattern } from '../../../services/replayer/keys.ts';
+import { decode, encode } from '../../../services/shared/codec.ts';
+import { createKafka, type ImsProducer } from '../../../services/shared/kafka.ts';
+import { createLogger, type Logger } from '../../../services/shared/logger.ts';
+import type { RecordName, RecordTypes } from '../../../services/shared/records.ts';
+
+export const BROKERS = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
+export const REDIS_URL = process.env.IMASTREAM_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export function quietLogger(service = 'test'): Logger {
+  return createLogger({ service, level: (process.env.TEST_LOG_LEVEL as 'error' | undefined) ?? 'error' });
+}
+
+/** A host id no other test run uses. */
+export function uniqueHost(label: string): string {
+  return `${label}-${randomUUID().slice(0, 8)}`;
+}
+
+export async function connectProducer(logger = quietLogger()): Promise<ImsProducer> {
+  return createKafka({ brokers: BROKERS, clientId: 'imastream-test', logger }).connectProducer();
+}
+
+/** Produces records keyed by their hostId, framed with the codec, in order. */
+export async function produce<N extends RecordName>(
+  producer: ImsProducer,
+  topic: string,
+  name: N,
+  values: readonly RecordTypes[N][],
+): Promise<void> {
+  const messages = values.map((v) => ({ key: (v as { hostId: string }).hostId, value: encode(name, v) }));
+  for (let i = 0; i < messages.length; i += 1000) await producer.send(topic, messages.slice(i, i + 1000));
+}
+
+/** A decoded record seen on a topic, for the hosts a test watches. */
+export interface Seen {
+  schema: RecordName;
+  value: Record<string, unknown>;
+  key: string | null;
+}
+
+/**
+ * Collects every record on `topic` whose key is one of `hosts`, from the topic's start, with a
+ * throw-away consumer group. Undecodable values are kept with schema 'undecodable'.
+ */
+export async function watchTopic(topic: string, hosts: readonly string[], logger = quietLogger()) {
+  const seen: Seen[] = [];
+  const wanted = new Set(hosts);
+  const kafka = createKafka({ brokers: BROKERS, clientId: 'imastream-test-watch', logger });
+  const group = await kafka.runGroup({
+    groupId: `imastream-test-watch-${randomUUID()}`,
+    topics: [topic],
+    partitionsConsumedConcurrently: 6,
+    handleMessage: async (m) => {
+      const key = m.key?.toString() ?? null;
+      if (key === null || !wanted.has(key) || m.value === null) return;
+      const d = decode(m.value);
+      seen.push({ schema: d.schema, value: d.value as unknown as Record<string, unknown>, key });
+    },
+  });
+  await group.joined;
+
+  return { seen, stop: () => group.stop() };
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+export function connectTestRedis(): Redis {
+  return new Redis(REDIS_URL, { protocol: 2, maxRetriesPerRequest: 2 });
+}
+
+/** Deletes every key of the given hosts, and their pending joins. */
+export async function cleanHosts(redis: Redis, hosts: readonly string[]): Promise<void> {
+  for (const host of hosts) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(
+        cursor,
+        'MATCH',
+        hostKeyPattern(host).replace(/[{}]/g, '\\$&'),
+        'COUNT',
+        500,
+      );
+      if (keys.length > 0) await redis.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+    const pending = await redis.zrange(PENDING_JOINS_KEY, 0, -1);
+    const mine = pending.filter((m) => m.startsWith(`["${host}"`));
+    if (mine.length > 0) await redis.zrem(PENDING_JOINS_KEY, ...mine);
+  }
+}
