@@ -3,7 +3,7 @@
  * topics of services/shared/topics.ts that are missing. Used by deploy/stack.sh up.
  *
  *   node --import tsx deploy/wait-kafka.ts [--kafka-brokers 127.0.0.1:19092] [--timeout-s 90] [--no-topics]
- *     [--pid <broker pid>]
+ *     [--replication-factor 1] [--pid <broker pid>]
  *
  * Exit status 0 when ready, 1 on timeout (IMS_KAFKA_UNAVAILABLE) or a topic mismatch.
  */
@@ -21,6 +21,12 @@ const SETTINGS = {
   kafkaBrokers: COMMON_SETTINGS.kafkaBrokers,
   timeoutS: { flag: 'timeout-s', default: '90', parse: parsers.int(1, 3600), doc: 'give up after this long' },
   noTopics: { flag: 'no-topics', boolean: true, parse: parsers.boolean, doc: 'only wait, create no topics' },
+  replicationFactor: {
+    flag: 'replication-factor',
+    default: '1',
+    parse: parsers.int(1, 16),
+    doc: 'replication of created topics (3 on a real cluster)',
+  },
   pid: {
     flag: 'pid',
     default: '0',
@@ -92,7 +98,7 @@ async function main(): Promise<number> {
     logger,
   }).connectAdmin();
   try {
-    const created = await ensureTopics(admin, { logger });
+    const created = await ensureTopics(admin, { logger, replicationFactor: config.replicationFactor });
     process.stdout.write(
       `wait-kafka: topics ready (${created.length ? `created ${created.join(' ')}` : 'all present'})\n`,
     );
