@@ -299,9 +299,8 @@ function report(outcome: Outcome, json: boolean, io: CliIO): void {
   }
   if (attest?.quote !== undefined && verdict.signature !== undefined) {
     const { sigAlg, hashAlg } = verdict.signature;
-    io.out(
-      `quote: ${sigAlg}/${hashAlg}, selection ${formatSelectionSpec(attest.quote.pcrSelection)}, resetCount ${attest.clockInfo.resetCount}`,
-    );
+    const selection = formatSelectionSpec(attest.quote.pcrSelection);
+    io.out(`quote: ${sigAlg}/${hashAlg}, selection ${selection}, resetCount ${attest.clockInfo.resetCount}`);
   }
   const problems = logProblems ?? [];
   for (const p of problems.slice(0, 5)) io.err(`log problem at offset ${p.offset}: ${p.code}: ${p.message}`);
@@ -315,9 +314,8 @@ function textLines(
 ): string[] {
   const lines = summary.failures.map((f) => `${f.code}: ${f.message}`);
   if (m !== undefined) {
-    lines.push(
-      `log: pcrDigest matches after ${m.count} of ${m.records} records (extend scheme ${m.schemes.join(', ')})`,
-    );
+    const schemes = m.schemes.join(', ');
+    lines.push(`log: pcrDigest matches after ${m.count} of ${m.records} records (extend scheme ${schemes})`);
   }
   if (!summary.pcrsChecked) lines.push('pcrDigest not checked (no --log or --pcrs)');
   lines.push(summary.ok ? 'quote: valid' : 'quote: NOT valid');

@@ -170,7 +170,7 @@ describe('quotes from swtpm', { timeout: 120_000 }, () => {
     }
   });
 
-  it('imastream check-quote: exit 0 with the PCR file or the log, 1 on a mismatch, 2 on bad input', async () => {
+  it('check-quote: exit 0 with the PCR file or the log, 1 on a mismatch, 2 on bad input', async () => {
     const ak = aks.rsapss!;
     const q = await tpm.quote(ak, { selection: SELECTION, nonce });
     const logPath = await tpm.writeFile('ima.bin', LOG.bytes);
@@ -239,7 +239,7 @@ describe('quotes from swtpm', { timeout: 120_000 }, () => {
     );
   });
 
-  it('a reset bumps resetCount and zeroes PCRs; the persisted AK still quotes; clock rules hold', async () => {
+  it('a reset bumps resetCount, zeroes PCRs; the persisted AK still quotes; clock rules hold', async () => {
     const ak = aks.rsassa!;
     const akPublic = parsePublic(ak.public);
     const before = await verifyQuote({ ...(await quoteOf(ak)), akPublic });

@@ -26,7 +26,7 @@ function flip(bytes: Uint8Array, at: number): Uint8Array {
 }
 
 describe('verifyQuote on corpus quotes (expected values from each corpus README)', () => {
-  it('keylime quote-bundle: RSASSA/SHA-256 verifies with ak.pub and akpub.pem, nonce and PCR file match', async () => {
+  it('keylime quote-bundle: RSASSA/SHA-256 with ak.pub and akpub.pem; nonce and PCR file match', async () => {
     const k = keylimeBundle();
     const pcrValues = parseSerializedPcrs(k.pcrFile);
     for (const akPublic of [parsePublic(k.akPub), publicFromPem(k.akPem)]) {
@@ -104,7 +104,7 @@ describe('verifyQuote on corpus quotes (expected values from each corpus README)
     );
   });
 
-  it('veraison-enacttrust: ECDSA P-256 with a PEM key, node-id as extraData, digest from basic.json', async () => {
+  it('veraison-enacttrust: ECDSA P-256, PEM key, node-id as extraData, digest of basic.json', async () => {
     const e = veraison();
     const nonce = fromHex('7df7714eaa044638bcbf434b1dd720f1');
     const v = await verifyQuote({
@@ -140,7 +140,7 @@ describe('verifyQuote on corpus quotes (expected values from each corpus README)
     );
   });
 
-  it('global-trust-authority common evidence: same quote, wrong AK certificate -> bad signature only', async () => {
+  it('global-trust-authority common evidence: wrong AK certificate -> bad signature only', async () => {
     const g = globalTrustAuthority('common-test_evidence.json');
     const v = await verifyQuote({
       attest: g.attest,
@@ -193,7 +193,7 @@ describe('verifyQuote failure codes', () => {
     assert.deepEqual(codes(v), ['QUOTE_NONCE_MISMATCH']);
   });
 
-  it('another RSA AK is QUOTE_BAD_SIGNATURE; an ECC AK for an RSA signature is QUOTE_SCHEME_MISMATCH', async () => {
+  it('another RSA AK: QUOTE_BAD_SIGNATURE; an ECC AK for RSA: QUOTE_SCHEME_MISMATCH', async () => {
     const other = await verifyQuote({
       attest: k.attest,
       signature: k.signature,
