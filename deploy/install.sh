@@ -41,6 +41,11 @@ check_node() {
 
 install_npm() {
   local marker=node_modules/.package-lock.json
+  if [ -L node_modules ]; then
+    # npm ci would empty the directory the link points to (another checkout's modules).
+    say "npm: node_modules is a symlink; not touching it"
+    return
+  fi
   if [ -f "$marker" ] && [ ! package-lock.json -nt "$marker" ]; then
     say "npm: node_modules up to date"
     return
