@@ -50,7 +50,9 @@ async function main(): Promise<number> {
 
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
-  const services: ServiceProcess[] = pipelineServices(runId).map((s) => startService(s.name, s.args, logDir, env));
+  const services: ServiceProcess[] = pipelineServices(runId).map((s) =>
+    startService(s.name, s.args, logDir, env),
+  );
   say(`run ${runId}: ${services.length} pipeline processes, ${specs.length} hosts, logs in ${logDir}`);
   const observer = new Observer(
     brokers,

@@ -24,7 +24,13 @@ export function pipelineServices(runId: string, nonceInterval = '5s'): { name: s
     { name: 'replayer-2', args: replayer },
     {
       name: 'quote-checker',
-      args: ['quote-checker', '--group-id', `imastream-qc-${runId}`, '--refs-group-id', `imastream-qc-refs-${runId}`],
+      args: [
+        'quote-checker',
+        '--group-id',
+        `imastream-qc-${runId}`,
+        '--refs-group-id',
+        `imastream-qc-refs-${runId}`,
+      ],
     },
   ];
 }
