@@ -35,6 +35,7 @@ export class Swtpm {
   readonly tools: TpmTools;
   private readonly child: ChildProcess;
   private stopped = false;
+  private readonly killOnExit: () => void;
 
   private constructor(dir: string, port: number, child: ChildProcess) {
     this.dir = dir;
@@ -42,6 +43,9 @@ export class Swtpm {
     this.tcti = `swtpm:host=127.0.0.1,port=${port}`;
     this.tools = new TpmTools(this.tcti, dir);
     this.child = child;
+    // A test run that dies without stop() must not leave swtpm daemons behind.
+    this.killOnExit = () => child.kill('SIGKILL');
+    process.once('exit', this.killOnExit);
   }
 
   /** Starts swtpm on free loopback ports with its state in a fresh temp dir. */
@@ -223,6 +227,7 @@ export class Swtpm {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    process.off('exit', this.killOnExit);
     if (this.child.exitCode === null) {
       await this.run('tpm2_shutdown', ['-c']).catch(() => undefined);
       const exited = new Promise((resolve) => this.child.once('exit', resolve));
