@@ -1,9 +1,10 @@
+import { toHex } from '../bytes/hex.ts';
 import { digestSize, type HashAlg } from '../hash.ts';
 import { MAX_PCR_INDEX } from '../pcr.ts';
 import { buildLegacyIma, buildTemplateData } from './encode.ts';
-import { type FieldId, fieldFromAscii, hexToken } from './fields.ts';
-import { type ImaRecord, isViolation, LEGACY_NAME_MAX, type ParseProblem } from './record.ts';
-import { templateDataProblem, templateDescriptor } from './templates.ts';
+import { type FieldId, fieldFromAscii, fieldToAscii, hexToken } from './fields.ts';
+import { type ByteOrder, type ImaRecord, isViolation, LEGACY_NAME_MAX, type ParseProblem } from './record.ts';
+import { splitFields, splitLegacy, templateDataProblem, templateDescriptor } from './templates.ts';
 
 export interface AsciiParserOptions {
   /** Bank of the template-hash column; by default any SHA size (20/32/48/64 bytes) is accepted. */
@@ -242,6 +243,30 @@ function isBlank(line: Uint8Array): boolean {
 
 function latin1(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+}
+
+/**
+ * The kernel's ASCII line for a record (ima_ascii_measurements_show): `%2d`, hex digest, name,
+ * then each field as rendered by fields.ts, space-separated, with a newline. Unknown templates
+ * get their data as one hex column (the kernel cannot print those; this is for display).
+ */
+export function formatAsciiLine(rec: ImaRecord, byteOrder: ByteOrder = 'le'): string {
+  const le = byteOrder === 'le';
+  const head = `${String(rec.pcr).padStart(2, ' ')} ${toHex(rec.templateDigest)} ${rec.templateName}`;
+  const d = templateDescriptor(rec.templateName);
+  if (d.kind === 'legacy') {
+    const legacy = splitLegacy(rec.templateData, le);
+    if (typeof legacy !== 'string') {
+      return `${head} ${toHex(legacy.fileDigest)} ${Buffer.from(legacy.name).toString('utf8')}\n`;
+    }
+  } else if (d.kind !== 'unknown') {
+    const fields = splitFields(rec.templateData, d.fields.length, le);
+    if (typeof fields !== 'string') {
+      return `${head} ${fields.map((f, i) => fieldToAscii(d.fields[i]!, f, le)).join(' ')}\n`;
+    }
+  }
+
+  return `${head} ${toHex(rec.templateData)}\n`;
 }
 
 /** Parses a whole ASCII log; never throws on bad input. */

@@ -41,7 +41,9 @@ export function templateDigestOf(
 ): Uint8Array {
   const input = rec.templateName === LEGACY_IMA ? legacyHashInput(rec.templateData) : rec.templateData;
 
-  return oneShotHash(alg, input, 'buffer');
+  const out = oneShotHash(alg, input, 'buffer');
+
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
 /** What a violation extends: 0xFF × size, or for the padded scheme 0xFF × 20 then zeros. */
