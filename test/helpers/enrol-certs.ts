@@ -34,7 +34,7 @@ export interface Issuer {
 export interface CertOptions {
   /** Common name; omit for an empty subject (EK certificates). */
   cn?: string;
-  /** Subject public key; a fresh RSA-2048 key when omitted. */
+  /** Subject public key; a fresh P-256 key when omitted. */
   publicKey?: KeyObject;
   /** Signing key and its certificate; self-signed with `signingKey` when omitted. */
   issuer?: Issuer;
@@ -53,7 +53,8 @@ let nextSerial = 1000;
 
 /** A certificate per `opts`, DER-encoded and parsed. */
 export async function makeCert(opts: CertOptions): Promise<Issuer> {
-  const own = opts.publicKey === undefined ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : undefined;
+  // CA and throw-away keys are P-256: RSA key generation would dominate the tests' run time.
+  const own = opts.publicKey === undefined ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : undefined;
   const publicKey = opts.publicKey ?? own!.publicKey;
   const selfKey = opts.signingKey ?? own?.privateKey;
   const signer = opts.issuer?.privateKey ?? selfKey;
@@ -118,6 +119,13 @@ function tpmSan(tpm: NonNullable<CertOptions['tpm']>): pkijs.Extension {
   const san = new pkijs.AltName({ altNames: [new pkijs.GeneralName({ type: 4, value: dir })] });
 
   return new pkijs.Extension({ extnID: '2.5.29.17', critical: true, extnValue: san.toSchema().toBER(false) });
+}
+
+/** Signs (again) `cert` with `issuer`'s key, after a test has changed it; returns the DER. */
+export async function resign(cert: pkijs.Certificate, issuer: Issuer): Promise<Uint8Array> {
+  await cert.sign(await importSigner(issuer.privateKey), 'SHA-256', engine);
+
+  return new Uint8Array(cert.toSchema(true).toBER(false));
 }
 
 async function importSigner(key: KeyObject): Promise<webcrypto.CryptoKey> {

@@ -24,7 +24,7 @@ function setup(opts: Partial<EnrollerOptions> = {}) {
 }
 
 /** A host: a software TPM with an AK, and the request its agent would send. */
-function host(hostId: string, tpm = new SoftTpm('rsa'), cert: Uint8Array | null = null) {
+function host(hostId: string, tpm = new SoftTpm('ecc'), cert: Uint8Array | null = null) {
   const akKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const request: EnrolRequest = {
     hostId,
@@ -92,7 +92,7 @@ test('a credential for one AK cannot be activated for another AK or by another T
   const otherName = objectName(otherAk.bytes, otherAk.nameAlg);
   const ek = parsePublic(h.tpm.ekPublic);
   assert.throws(() => h.tpm.activate(ek, otherName, challenge.credential), /INTEGRITY/);
-  const stranger = new SoftTpm('rsa');
+  const stranger = new SoftTpm('ecc');
   assert.throws(() =>
     stranger.activate(parsePublic(stranger.ekPublic), challenge.akName, challenge.credential),
   );

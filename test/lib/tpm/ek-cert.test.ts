@@ -6,7 +6,7 @@ import { hasCode } from '../../../lib/errors.ts';
 import { trustStoreFromCertificates, verifyEkCertificate } from '../../../lib/tpm/ek-cert.ts';
 import { publicFromSpki } from '../../../lib/tpm/key.ts';
 import type { PublicKey } from '../../../lib/tpm/public.ts';
-import { type CertOptions, DAY, KU, makeCaPair, makeCert } from '../../helpers/enrol-certs.ts';
+import { type CertOptions, DAY, KU, makeCaPair, makeCert, resign } from '../../helpers/enrol-certs.ts';
 
 const TPM = { manufacturer: 'id:00001014', model: 'swtpm', version: 'id:20191023' };
 const NOW = new Date();
@@ -171,17 +171,7 @@ test('an unknown critical extension is refused', async () => {
     extnValue: Uint8Array.of(5, 0).buffer,
   });
   cert.extensions = [...(cert.extensions ?? []), odd];
-  await cert.sign(
-    await crypto.subtle.importKey(
-      'pkcs8',
-      vendor.intermediate.privateKey.export({ format: 'der', type: 'pkcs8' }),
-      { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
-      false,
-      ['sign'],
-    ),
-    'SHA-256',
-  );
-  const der = new Uint8Array(cert.toSchema(true).toBER(false));
+  const der = await resign(cert, vendor.intermediate);
   const v = await verifyEkCertificate(der, keyOf(rsaEk.publicKey), store, NOW);
   assert.equal(v.code, 'EK_CERT_UNKNOWN_CRITICAL_EXTENSION');
 });
@@ -214,7 +204,7 @@ test('a trust store entry that does not parse is a configuration error', async (
 test('corrupted certificates always give a verdict, never an exception', async () => {
   const { der } = await ekCert();
   const rng = (n: number) => Math.floor(Math.random() * n);
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 60; i++) {
     const bytes = der.slice();
     for (let k = 0; k <= rng(4); k++) bytes[rng(bytes.length)] = rng(256);
     const v = await verifyEkCertificate(bytes, keyOf(rsaEk.publicKey), store, NOW);
