@@ -4,13 +4,49 @@
  * retries (not dead letters) while Redis is unreachable. Every test uses its own topics and group.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { describe, it, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
 
 import { hasCode } from '../../lib/errors.ts';
 import { decodeAs, encode } from '../../services/shared/codec.ts';
 import type { GroupHandle, InMessage, KafkaAdapter } from '../../services/shared/kafka.ts';
 import { createRedis } from '../../services/shared/redis.ts';
-import { committedOffsets, createTopics, memoryLogger, testKafka, unique, waitFor } from './kafka-helpers.ts';
+import {
+  BROKERS,
+  committedOffsets,
+  createTopics,
+  memoryLogger,
+  testKafka,
+  unique,
+  waitFor,
+} from './kafka-helpers.ts';
+
+const shared = (file: string) =>
+  JSON.stringify(fileURLToPath(new URL(`../../services/shared/${file}`, import.meta.url)));
+
+/** A consumer process that handles one message per 20 ms, prints each offset, and stops on SIGTERM. */
+function consumerProcess(topic: string, groupId: string) {
+  const script = `
+    import { createKafka } from ${shared('kafka.ts')};
+    import { createLogger } from ${shared('logger.ts')};
+    import { stopOnSignals } from ${shared('shutdown.ts')};
+    const logger = createLogger({ service: 'child', level: 'warn', destination: process.stderr });
+    const kafka = createKafka({ brokers: ${JSON.stringify(BROKERS)}, clientId: 'child', logger });
+    const group = await kafka.runGroup({
+      groupId: ${JSON.stringify(groupId)},
+      topics: [${JSON.stringify(topic)}],
+      deadLetterTopic: ${JSON.stringify(`${topic}.dl`)},
+      handleMessage: async (m) => {
+        await new Promise((r) => setTimeout(r, 20));
+        process.stdout.write(m.partition + ':' + m.offset + '\\n');
+      },
+    });
+    stopOnSignals(logger, [group.stop]);`;
+  return spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+}
 
 const REDIS_URL = process.env.IMASTREAM_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -124,6 +160,36 @@ describe('kafka adapter', { timeout: 120_000 }, () => {
 
     assert.equal(new Set(handled).size, 120, 'every message handled');
     assert.equal(handled.length, 120, 'no message handled twice after a graceful stop');
+  });
+
+  it('on SIGTERM finishes the message in hand, commits and exits 0', async (t) => {
+    const { logger } = memoryLogger();
+    const kafka = testKafka(logger);
+    const topic = unique('sigterm');
+    const groupId = unique('group');
+    await createTopics(kafka, [topic, `${topic}.dl`], 1);
+    await produceSeqs(kafka, topic, ['h'], 0, 500);
+
+    const child = consumerProcess(topic, groupId);
+    t.after(() => child.kill('SIGKILL'));
+    const handled: string[] = [];
+    child.stdout.on('data', (chunk: Buffer) => handled.push(...chunk.toString().split('\n').filter(Boolean)));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+
+    await waitFor('the child to handle 20 messages', () => handled.length >= 20);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+
+    assert.ok(handled.length < 500, 'stopped before the end');
+    assert.deepEqual(
+      handled,
+      [...Array(handled.length).keys()].map((i) => `0:${i}`),
+    );
+    assert.deepEqual(
+      await committedOffsets(kafka, groupId, topic),
+      [handled.length],
+      'committed exactly what it handled',
+    );
   });
 
   it('sends undecodable input to the dead-letter topic with its reason and carries on', async (t) => {
