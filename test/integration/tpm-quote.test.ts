@@ -6,6 +6,7 @@ import type { CliIO } from '../../cli/io.ts';
 import { main } from '../../cli/main.ts';
 import { toHex } from '../../lib/bytes/hex.ts';
 import type { HashAlg } from '../../lib/hash.ts';
+import { formatAsciiLine } from '../../lib/ima/ascii.ts';
 import { templateDigestOf, violationDigest } from '../../lib/ima/digest.ts';
 import { type ImaRecord, isViolation } from '../../lib/ima/record.ts';
 import { PcrReplay } from '../../lib/ima/replay.ts';
@@ -187,6 +188,12 @@ describe('quotes from swtpm', { timeout: 120_000 }, () => {
     assert.equal(await main(logArgs, withLog), 0, withLog.lines.join('\n'));
     assert.ok(withLog.lines.some((l) => l.includes(`after ${QUOTED} of ${LOG.records.length} records`)));
     assert.ok(withLog.lines.some((l) => l.includes('extend scheme perbank')));
+
+    const asciiPath = await tpm.writeFile('ima.txt', LOG.records.map((r) => formatAsciiLine(r)).join(''));
+    const ascii = captureIO();
+    const asciiArgs = [...common, '--log', asciiPath, '--pcrs', pcr0Path, '--pcrs-format', 'text'];
+    assert.equal(await main(asciiArgs, ascii), 0, ascii.lines.join('\n'));
+    assert.ok(ascii.lines.some((l) => l.includes(`after ${QUOTED} of ${LOG.records.length} records`)));
 
     const json = captureIO();
     assert.equal(await main([...logArgs, '--json'], json), 0);
