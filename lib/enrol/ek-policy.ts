@@ -36,7 +36,7 @@ export interface EkEvidence {
 
 /**
  * SHA-256 (lowercase hex) of the EK public key as DER SubjectPublicKeyInfo: the same value as
- * `tpm2_createek -f der -u ek.der && sha256sum ek.der`, or `openssl pkey -pubin -outform der`.
+ * `tpm2_readpublic -c <EK> -f der -o ek.der && sha256sum ek.der` (checked against swtpm).
  */
 export function ekKeyHash(key: PublicKey): string {
   const spki = createPublicKey({ key: toJwk(key), format: 'jwk' }).export({ format: 'der', type: 'spki' });

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as pkijs from 'pkijs';
 import { bytesEqual } from '../../lib/bytes/hex.ts';
-import type { EkPolicy } from '../../lib/enrol/ek-policy.ts';
+import { type EkPolicy, ekKeyHash } from '../../lib/enrol/ek-policy.ts';
 import { Enroller } from '../../lib/enrol/enroller.ts';
 import { checkQuoteAk, EnrolmentRegistry, expectedQualifiedSigner } from '../../lib/enrol/registry.ts';
 import type { EnrolRequest } from '../../lib/enrol/types.ts';
@@ -64,6 +64,15 @@ test('the EK certificates in NV chain to the local CA and certify the EKs', asyn
   assert.equal(ecc.code, 'EK_CERT_OK', ecc.message);
   const swapped = await verifyEkCertificate(await tpm.ekCertificate('ecc'), rsaEkKey, store, new Date());
   assert.equal(swapped.code, 'EK_CERT_KEY_MISMATCH');
+});
+
+test('the allow-list hash is sha256 of the DER public key tpm2-tools writes', async () => {
+  const der = tpm.file('ek.der');
+  await tpm.run('tpm2_readpublic', ['-c', RSA_EK, '-f', 'der', '-o', der]);
+  const expected = createHash('sha256')
+    .update(await readFile(der))
+    .digest('hex');
+  assert.equal(ekKeyHash(rsaEkKey), expected);
 });
 
 test('expired, wrong-issuer and self-signed certificates for the real EK get their codes', async () => {
