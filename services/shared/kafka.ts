@@ -19,7 +19,8 @@
  *   await group.joined;                                       // resolves on the first group join
  *   await group.stop();                                       // finish the chunk, commit, leave
  *
- *   stopOnSignals(logger, [group.stop, producer.disconnect, () => redis.quit()]);  // shutdown.ts
+ *   // shutdown.ts: on SIGTERM/SIGINT run these in order, then exit (25 s grace)
+ *   stopOnSignals(logger, [group.stop, producer.disconnect, () => redis.quit(), shutdownTelemetry]);
  *
  * Delivery contract of runGroup (STACK.md §2; details in kafka-group.ts):
  * - At least once. A message's offset is committed only after its handler resolved, so after a
