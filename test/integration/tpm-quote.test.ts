@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import type { CliIO } from '../../cli/io.ts';
 import { main } from '../../cli/main.ts';
 import { toHex } from '../../lib/bytes/hex.ts';
-import type { HashAlg } from '../../lib/hash.ts';
+import { digestSize, type HashAlg } from '../../lib/hash.ts';
 import { formatAsciiLine } from '../../lib/ima/ascii.ts';
 import { templateDigestOf, violationDigest } from '../../lib/ima/digest.ts';
 import { type ImaRecord, isViolation } from '../../lib/ima/record.ts';
@@ -32,11 +32,21 @@ const execFileAsync = promisify(execFile);
 const codes = (v: QuoteVerdict) => v.failures.map((f) => f.code);
 const nonce = Uint8Array.from(Buffer.from('0011223344556677', 'hex'));
 
-/** What the kernel extends into each bank for one record (DOMAIN §2.2–2.3). */
-function extendDigests(rec: ImaRecord): Record<string, Uint8Array> {
+/**
+ * What the kernel extends into each bank for one record (DOMAIN §2.2–2.3): each bank's own hash
+ * (≥ 5.8), or the SHA-1 template digest zero-padded to the bank size (4.11–5.7).
+ */
+function extendDigests(rec: ImaRecord, padded = false): Record<string, Uint8Array> {
   const out: Record<string, Uint8Array> = {};
-  for (const bank of BANKS)
-    out[bank] = isViolation(rec) ? violationDigest(bank, false) : templateDigestOf(rec, bank);
+  for (const bank of BANKS) {
+    if (isViolation(rec)) out[bank] = violationDigest(bank, padded && bank !== 'sha1');
+    else if (!padded) out[bank] = templateDigestOf(rec, bank);
+    else {
+      const digest = new Uint8Array(digestSize(bank));
+      digest.set(templateDigestOf(rec, 'sha1'));
+      out[bank] = digest;
+    }
+  }
 
   return out;
 }
@@ -281,6 +291,20 @@ describe('quotes from swtpm', { timeout: 120_000 }, () => {
       checkClock(a, b).map((f) => f.code),
       ['QUOTE_RESTART_COUNT_DECREASED'],
     );
+  });
+
+  it('after a reboot, a host extending padded SHA-1 (kernels 4.11–5.7) matches the padded scheme', async () => {
+    await tpm.reset();
+    for (const rec of LOG.records.slice(0, QUOTED)) await tpm.pcrExtend(rec.pcr, extendDigests(rec, true));
+    const ak = aks.rsassa!; // persisted: it survives the reset
+    const q = await tpm.quote(ak, { selection: SELECTION, nonce });
+    const pcr0 = await tpm.writeFile('pcr0-padded.txt', `sha256:0=${'00'.repeat(32)}\n`);
+    const logPath = await tpm.writeFile('ima-padded.bin', LOG.bytes);
+    const args = ['check-quote', '--quote', q.paths.attest, '--sig', q.paths.signature, '--ak', ak.pubPath];
+    const out = captureIO();
+    const code = await main([...args, '--log', logPath, '--pcrs', pcr0, '--pcrs-format', 'text'], out);
+    assert.equal(code, 0, out.lines.join('\n'));
+    assert.ok(out.lines.some((l) => l.includes(`after ${QUOTED} of`) && l.includes('extend scheme padded')));
   });
 
   async function quoteOf(ak: AkHandle) {
