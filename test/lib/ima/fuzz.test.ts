@@ -83,13 +83,15 @@ function inside(records: ImaRecord[], size: number): boolean {
   return records.every((r) => r.offset >= 0 && r.offset + r.templateData.byteLength <= size);
 }
 
-describe('fuzz: binary parser', () => {
+/** A hang fails the test instead of stalling the suite. */
+const bounded = { timeout: 120_000 };
+
+describe('fuzz: binary parser', bounded, () => {
   it('damaged logs: no throw, records inside the input, chunked = one-shot', () => {
     fc.assert(
       fc.property(damaged(BINARY_SEEDS), chunkSizes, (bytes, sizes) => {
         const whole = parseBinaryLog(bytes);
         assert.ok(inside(whole.records, bytes.byteLength));
-        assert.ok(whole.records.length === 0 || whole.problems.length >= 0);
         const parser = new BinaryLogParser();
         const chunked = pushInChunks(parser, bytes, sizes);
         assert.deepEqual(chunked.map(plain), whole.records.map(plain));
@@ -150,7 +152,7 @@ describe('fuzz: binary parser', () => {
   });
 });
 
-describe('fuzz: ASCII parser and format sniffing', () => {
+describe('fuzz: ASCII parser and format sniffing', bounded, () => {
   it('damaged logs: no throw, chunked = one-shot', () => {
     fc.assert(
       fc.property(damaged(ASCII_SEEDS), chunkSizes, (bytes, sizes) => {
@@ -196,7 +198,7 @@ describe('fuzz: ASCII parser and format sniffing', () => {
   });
 });
 
-describe('fuzz: replay state', () => {
+describe('fuzz: replay state', bounded, () => {
   it('fromState() on anything either works or throws IMS_REPLAY_BAD_STATE', () => {
     fc.assert(
       fc.property(fc.anything(), (state) => {
