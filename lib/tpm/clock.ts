@@ -3,12 +3,14 @@ import type { ClockInfo } from './attest.ts';
 /** What the verifier keeps of a host's last verified quote. */
 export type ClockState = Pick<ClockInfo, 'resetCount' | 'restartCount' | 'clock'>;
 
+/** Stable codes of the timing rules, alongside QuoteFailureCode. */
 export type ClockFailureCode =
   | 'QUOTE_CLOCK_UNSAFE'
   | 'QUOTE_RESET_COUNT_DECREASED'
   | 'QUOTE_RESTART_COUNT_DECREASED'
   | 'QUOTE_CLOCK_NOT_INCREASING';
 
+/** One broken timing rule. */
 export interface ClockFailure {
   code: ClockFailureCode;
   message: string;

@@ -43,10 +43,12 @@ export const TPM_ST_ATTEST = {
   NV_DIGEST: 0x801c,
 } as const;
 
+/** A TPMI_ST_ATTEST value this code knows by name. */
 export type AttestType = (typeof TPM_ST_ATTEST)[keyof typeof TPM_ST_ATTEST];
 
 const ATTEST_TYPES: ReadonlySet<number> = new Set(Object.values(TPM_ST_ATTEST));
 
+/** Whether `st` is one of the attestation types of Part 2, 10.12.12. */
 export function isAttestType(st: number): st is AttestType {
   return ATTEST_TYPES.has(st);
 }
@@ -59,8 +61,10 @@ export const TPM_RH = {
   PLATFORM: 0x4000000c,
 } as const;
 
+/** The hierarchies a primary key (and so a qualified name chain) can start from. */
 export type Hierarchy = 'owner' | 'null' | 'endorsement' | 'platform';
 
+/** Handle of each hierarchy: the qualified name of its primary keys' parent. */
 export const HIERARCHY_HANDLE: Readonly<Record<Hierarchy, number>> = {
   owner: TPM_RH.OWNER,
   null: TPM_RH.NULL,
@@ -83,6 +87,7 @@ export const TPMA_OBJECT = {
   sign: 1 << 18,
 } as const;
 
+/** Name of a TPMA_OBJECT bit. */
 export type ObjectAttribute = keyof typeof TPMA_OBJECT;
 
 /** TPM_ECC_CURVE ids (Part 2, 6.4); key.ts maps the NIST ones to WebCrypto curve names. */

@@ -87,6 +87,7 @@ export function toJwk(key: PublicKey): JsonWebKey {
   return { kty: 'EC', crv: name, x: b64uOf(leftPad(key.x, size)), y: b64uOf(leftPad(key.y, size)) };
 }
 
+/** WebCrypto verification algorithm, by TPM scheme name. */
 export type VerifyAlg = 'rsassa' | 'rsapss' | 'ecdsa';
 
 /** Imports a public key for WebCrypto `verify` with the given algorithm and hash. */

@@ -7,6 +7,7 @@ import { type ErrorCode, ImastreamError } from '../errors.ts';
  * TPM structures are big-endian throughout (TCG Part 1, 18.3 "Canonical Data Ordering").
  */
 
+/** A reader over TPM bytes; running out of bytes is IMS_TPM_TRUNCATED. */
 export function tpmReader(bytes: Uint8Array): Reader {
   return new Reader(bytes, { truncatedCode: 'IMS_TPM_TRUNCATED' });
 }

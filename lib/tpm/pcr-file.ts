@@ -12,6 +12,7 @@ import { MAX_SELECTION_BANKS, MAX_SIZEOF_SELECT, type PcrSelection, pcrsOfBitmap
  */
 export type PcrFileFormat = 'serialized' | 'values' | 'text';
 
+/** PCR values from a file in `format`; `values` needs the quote's selection to cut the bytes. */
 export function parsePcrFile(bytes: Uint8Array, format: PcrFileFormat, selection?: PcrSelection): PcrValues {
   if (format === 'serialized') return parseSerializedPcrs(bytes);
   if (format === 'text') return parseTextPcrs(new TextDecoder('utf-8', { fatal: false }).decode(bytes));

@@ -196,6 +196,7 @@ export function attributeNames(objectAttributes: number): ObjectAttribute[] {
   );
 }
 
+/** Stable codes for what makes a key unfit to be an AK. */
 export type AkProblemCode =
   | 'AK_MISSING_ATTRIBUTE'
   | 'AK_CAN_DECRYPT'
@@ -203,6 +204,7 @@ export type AkProblemCode =
   | 'AK_UNAPPROVED_CURVE'
   | 'AK_NO_SIGNING_SCHEME';
 
+/** One reason a key is not acceptable as an AK. */
 export interface AkProblem {
   code: AkProblemCode;
   message: string;

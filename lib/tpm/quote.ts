@@ -8,6 +8,7 @@ import { computePcrDigest } from './pcr-digest.ts';
 import type { AkPublic } from './public.ts';
 import { parseSignature, type TpmSignature } from './signature.ts';
 
+/** Clock and PCR helpers for callers that hold a verified Attest. */
 export { type ClockFailure, type ClockState, checkClock } from './clock.ts';
 export { matchPcrDigest } from './pcr-digest.ts';
 
@@ -23,6 +24,7 @@ export type QuoteFailureCode =
   | 'QUOTE_PCR_DIGEST_MISMATCH'
   | 'QUOTE_PCRS_MISSING';
 
+/** One failed check, with a message for people (the code is for machines). */
 export interface QuoteFailure {
   code: QuoteFailureCode;
   message: string;
@@ -39,6 +41,7 @@ export interface QuoteVerdict {
   failures: QuoteFailure[];
 }
 
+/** What {@link verifyQuote} checks; optional fields add checks. */
 export interface QuoteInput {
   /** TPMS_ATTEST bytes exactly as signed (`tpm2_quote -m`). */
   attest: Uint8Array;

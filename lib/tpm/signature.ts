@@ -9,6 +9,7 @@ export type TpmSignature =
   | { sigAlg: 'rsassa' | 'rsapss'; hashAlg: HashAlg; sig: Uint8Array }
   | { sigAlg: 'ecdsa'; hashAlg: HashAlg; r: Uint8Array; s: Uint8Array };
 
+/** The signature schemes imastream verifies. */
 export type SigAlg = TpmSignature['sigAlg'];
 
 /** Signature algorithms a TPM may use that WebCrypto cannot verify: recognised, then refused. */
