@@ -52,7 +52,7 @@ function parsesOrThrowsCoded(parse: (b: Uint8Array) => unknown, bytes: Uint8Arra
   }
 }
 
-describe('TPM parsers under mutation', () => {
+describe('TPM parsers under mutation', { timeout: 60_000 }, () => {
   for (const [name, seeds] of Object.entries(SEEDS)) {
     it(`${name}: mutated corpus bytes parse or throw ImastreamError`, () => {
       for (const { bytes, parse } of seeds) {
@@ -73,7 +73,7 @@ describe('TPM parsers under mutation', () => {
   });
 });
 
-describe('verifyQuote under mutation', () => {
+describe('verifyQuote under mutation', { timeout: 60_000 }, () => {
   const akPublic = parsePublic(k.akPub);
 
   it('a mutated attest or signature gives a failing verdict or an ImastreamError', async () => {
