@@ -22,11 +22,18 @@ export class EnrolmentRegistry {
     return this.byHost.get(hostId);
   }
 
-  /** The EK key hash ({@link ekKeyHash}) of the host's current enrolment, for trust on first use. */
+  /**
+   * The EK key hash ({@link ekKeyHash}) of the host's current enrolment, for trust on first use.
+   * A stored EK that no longer parses yields a value no EK hashes to, so TOFU refuses any EK.
+   */
   ekKeyHashOf(hostId: string): string | undefined {
     const held = this.byHost.get(hostId);
-
-    return held === undefined ? undefined : ekKeyHash(parsePublic(held.ekPublic).key);
+    if (held === undefined) return undefined;
+    try {
+      return ekKeyHash(parsePublic(held.ekPublic).key);
+    } catch {
+      return 'unparseable-stored-ek';
+    }
   }
 
   get size(): number {

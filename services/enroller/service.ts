@@ -9,6 +9,7 @@ import type {
   EnrolRequest,
   Rejection,
 } from '../../lib/enrol/types.ts';
+import { parsePublic } from '../../lib/tpm/public.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Enrollment as EnrollmentRecord } from '../shared/records.ts';
 
@@ -86,6 +87,15 @@ export class EnrolmentService {
 
 const POLICIES: ReadonlySet<string> = new Set<EkPolicyName>(['ek-cert', 'ek-allow-list', 'tofu']);
 
+function parses(publicArea: Buffer): boolean {
+  try {
+    parsePublic(publicArea);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** lib's Enrollment as the Avro record (Buffers). */
 export function toRecord(e: Enrollment): EnrollmentRecord {
   return {
@@ -102,10 +112,12 @@ export function toRecord(e: Enrollment): EnrollmentRecord {
 
 /**
  * The Avro record as lib's Enrollment, or undefined for one this enroller did not write (an
- * unknown policy or status, such as the agent's own `unverified-tofu` records).
+ * unknown policy or status, such as the agent's own `unverified-tofu` records, or public areas
+ * that do not parse).
  */
 export function fromRecord(r: EnrollmentRecord): Enrollment | undefined {
   if (!POLICIES.has(r.policy) || (r.status !== 'active' && r.status !== 'revoked')) return undefined;
+  if (!parses(r.akPublic) || !parses(r.ekPublic)) return undefined;
 
   return {
     hostId: r.hostId,

@@ -264,3 +264,14 @@ test('random request bytes are refused as verdicts, never thrown', async () => {
     assert.equal(out.ok, false);
   }
 });
+
+test('TOFU refuses every EK for a host whose stored EK no longer parses', async () => {
+  const { registry, enroller } = setup();
+  const h = host('odd');
+  const c = await challengeFor(enroller, h.request);
+  const ok = enroller.answer({ hostId: 'odd', challengeId: c.challengeId, secret: h.activate(c) }, T0);
+  assert.ok(ok.ok);
+  registry.apply({ ...ok.enrollment, ekPublic: Uint8Array.of(0), at: T0 + 1 });
+  const again = await enroller.begin(h.request, T0 + 2);
+  assert.equal(!again.ok && again.rejection.code, 'EK_CHANGED');
+});

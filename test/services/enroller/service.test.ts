@@ -96,3 +96,19 @@ test('records from ima.enrollments feed the registry; ones this enroller did not
   const round = fromRecord(toRecord(registry.get('h3')!));
   assert.deepEqual(round, registry.get('h3'));
 });
+
+test('a record whose public areas do not parse is skipped', () => {
+  const { service, registry } = harness();
+  const bad = {
+    hostId: 'h4',
+    akPublic: Buffer.of(1, 2),
+    akName: Buffer.alloc(34),
+    ekPublic: Buffer.of(3),
+    ekCertificate: null,
+    policy: 'tofu',
+    status: 'active',
+    at: 1,
+  };
+  service.onRecord(bad);
+  assert.equal(registry.get('h4'), undefined);
+});
