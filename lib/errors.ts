@@ -66,13 +66,13 @@ const CATALOGUE = {
   IMS_KAFKA_TOPIC_MISMATCH: 'an existing topic differs from the topic table (partitions)',
   IMS_REDIS_BAD_KEY: 'a hostId, bootId or seq cannot be part of a Redis key',
 
-  // config and services
   // agent: the host agent's local state and log following
   IMS_AGENT_STATE_CORRUPT: 'the agent position file is malformed or inconsistent',
   IMS_AGENT_ARCHIVE_CORRUPT: 'the agent record archive is damaged or belongs to another boot',
   IMS_AGENT_LOG_SHRANK: 'the measurement log is shorter than the saved position of the same boot',
   IMS_AGENT_IO: 'the agent cannot read or write a local file',
 
+  // config and services
   IMS_CONFIG_INVALID: 'configuration is missing or invalid',
   IMS_CLI_USAGE: 'command-line usage error',
   IMS_IO_READ_FAILED: 'an input file cannot be read',
