@@ -66,8 +66,14 @@ install_kafka_jars() {
   say "kafka: resolving deploy/kafka/pom.xml into $KAFKA_LIB (Maven Central)"
   rm -rf "$KAFKA_LIB"
   mkdir -p "$KAFKA_LIB"
-  (cd deploy/kafka && mvn -q -B -Dstyle.color=never org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$PWD/../../$KAFKA_LIB")
+  local log=.cache/kafka-resolve.log
+  if ! (cd deploy/kafka && mvn -q -B -Dstyle.color=never \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$PWD/../../$KAFKA_LIB") >"$log" 2>&1; then
+    say "kafka: Maven failed; its output:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
   echo "$want" >"$stamp"
   say "kafka: $(find "$KAFKA_LIB" -name '*.jar' | wc -l) jars, $(du -sh "$KAFKA_LIB" | cut -f1)"
 }

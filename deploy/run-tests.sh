@@ -18,5 +18,7 @@ if [ -z "$files" ]; then
   exit 1
 fi
 
+# One file at a time: integration tests share one broker on 2 cores. A test that hangs fails after
+# 10 minutes instead of using up CI's time.
 # shellcheck disable=SC2086
-exec node --import tsx --test --test-reporter=spec --test-concurrency=1 $files
+exec node --import tsx --test --test-reporter=spec --test-concurrency=1 --test-timeout=600000 $files
