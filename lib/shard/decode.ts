@@ -25,7 +25,7 @@ function badFormat(message: string, offset: number, extra: Record<string, unknow
 }
 
 /**
- * Reads the preamble only: magic, version, flags, declared length. Lets a caller tell "not a
+ * Reads the preamble only: magic, version, flags (must be 0), declared length. Lets a caller tell "not a
  * shard file at all" (unusable input) from "a shard that fails its checks" (a verdict).
  * Throws IMS_SHARD_BAD_FORMAT.
  */
@@ -39,6 +39,8 @@ export function sniffShard(file: Uint8Array): { version: number; fileLength: num
   const r = new Reader(file, { start: SHARD_MAGIC.byteLength, truncatedCode: 'IMS_SHARD_BAD_FORMAT' });
   const version = r.u16be('version');
   if (version !== SHARD_VERSION) throw badFormat(`shard version ${version} is not supported`, 8, { version });
+  const flags = r.u16be('flags');
+  if (flags !== 0) throw badFormat(`reserved flags are 0x${flags.toString(16)}`, 10);
 
   return { version, fileLength: r.u32be('fileLength') };
 }
@@ -53,8 +55,6 @@ export function sniffShard(file: Uint8Array): { version: number; fileLength: num
  */
 export function decodeShard(file: Uint8Array): SealedShard {
   const { fileLength } = sniffShard(file);
-  const flags = (file[10] as number) * 256 + (file[11] as number);
-  if (flags !== 0) throw badFormat(`reserved flags are 0x${flags.toString(16)}`, 10);
   if (
     fileLength !== file.byteLength ||
     file.byteLength < MIN_FILE ||

@@ -1,6 +1,8 @@
+import { bytesEqual } from '../bytes/hex.ts';
 import { parseBinaryLog } from '../ima/binary.ts';
+import { templateDigestOf } from '../ima/digest.ts';
 import { nameBytes } from '../ima/fields.ts';
-import type { ImaRecord } from '../ima/record.ts';
+import { type ImaRecord, isViolation } from '../ima/record.ts';
 import { splitFields, splitLegacy, templateDescriptor } from '../ima/templates.ts';
 import type { RecordFormat } from './types.ts';
 
@@ -24,16 +26,33 @@ export function parseShardRecords(
   const records: ImaRecord[] = [];
   const problems: RecordProblem[] = [];
   raw.forEach((bytes, i) => {
-    const seq = startSeq + i;
-    const parsed = parseBinaryLog(bytes, { digestAlg: format.digestAlg, byteOrder: format.byteOrder });
-    const first = parsed.problems[0];
-    if (first !== undefined) problems.push({ seq, message: `${first.code}: ${first.message}` });
-    else if (parsed.records.length !== 1)
-      problems.push({ seq, message: `${parsed.records.length} records, not 1` });
-    else records.push(parsed.records[0] as ImaRecord);
+    const problem = checkOne(bytes, format, records);
+    if (problem !== undefined) problems.push({ seq: startSeq + i, message: problem });
   });
 
   return { records, problems };
+}
+
+/** Parses one raw record into `out`, or says what is wrong with it. */
+function checkOne(bytes: Uint8Array, format: RecordFormat, out: ImaRecord[]): string | undefined {
+  const parsed = parseBinaryLog(bytes, { digestAlg: format.digestAlg, byteOrder: format.byteOrder });
+  const first = parsed.problems[0];
+  if (first !== undefined) return `${first.code}: ${first.message}`;
+  const rec = parsed.records[0];
+  if (rec === undefined || parsed.records.length !== 1) return `${parsed.records.length} records, not 1`;
+  if (!digestHolds(rec, format)) return `template digest is not the ${format.digestAlg} of the template data`;
+  out.push(rec);
+
+  return undefined;
+}
+
+/**
+ * The logged template digest must be the hash of the template data (DOMAIN §1.7): replay hashes
+ * the data itself, so a record whose digest lies would otherwise pass unnoticed. Violations
+ * (all-zero digest) carry no hash by design.
+ */
+function digestHolds(rec: ImaRecord, format: RecordFormat): boolean {
+  return isViolation(rec) || bytesEqual(templateDigestOf(rec, format.digestAlg), rec.templateDigest);
 }
 
 /** The event name of a record (`n-ng` or legacy `n`, without NUL), or undefined if it has none. */
