@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { main } from '../../cli/main.ts';
+import { toHex } from '../../lib/bytes/hex.ts';
+import { formatAsciiLine } from '../../lib/ima/ascii.ts';
+import { PcrReplay } from '../../lib/ima/replay.ts';
+import { generateLog } from '../../lib/ima/synthetic.ts';
+
+const CORPUS = new URL('../../../shared/corpus/', import.meta.url);
+const corpus = (f: string) => new URL(f, CORPUS).pathname;
+
+async function replay(...args: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(['replay', ...args], { out: (l) => out.push(l), err: (l) => err.push(l) });
+  return { code, out: out.join('\n'), err };
+}
+
+let dir = '';
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'imastream-replay-cli-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const SIG_SHA256_BIN = 'tpm2-tss/sml-ima-sig-sha256.bin';
+
+describe('imastream replay', () => {
+  it('prints PCR values of both schemes, template counts and problems with offsets', async () => {
+    const r = await replay(corpus(SIG_SHA256_BIN));
+    assert.equal(r.code, 0);
+    assert.match(r.out, /records: 9 \(ima-sig 9\)/);
+    assert.match(r.out, /at byte 987: IMS_IMA_TRUNCATED/);
+    assert.match(
+      r.out,
+      /PCR values \(perbank\):\n {2}sha1 {3}PCR10 b44019405884709ca410b0c30b48159d3a556622/,
+    );
+    assert.match(r.out, /sha256 PCR10 a7e76625386d3dc6248552e44a3b2b1bebb6f2ff3acc9bd220821ad22f7a9d6a/);
+    assert.match(
+      r.out,
+      /PCR values \(padded\):[\s\S]*9795c7da414424d16efd3821f51d88fd39d64ec382ce36a28ca650a3e9f69c18/,
+    );
+  });
+
+  it('--expect: exit 0 and the record count when every value matches', async () => {
+    const file = corpus('kunpengsecl/ascii_runtime_measurements_ima-ng_sha256');
+    const r = await replay(
+      file,
+      '--expect',
+      'sha256:10=8274edea17220227f7f68c23ca5395578eab6c44bc1fd527c711821bfe3c7f2c',
+      '--expect',
+      'sha1:10=77c77ae47e27835dd49ccd1a92fbb36d1d61b447',
+    );
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /expect sha256:10=8274\w+: matched after 2510 records \(perbank\)/);
+  });
+
+  it('--expect: a quote that lags the log matches at an earlier record count', async () => {
+    const { records, bytes } = generateLog({ records: 30, seed: 51, violations: [3] });
+    const log = join(dir, 'lag.bin');
+    writeFileSync(log, bytes);
+    const partial = new PcrReplay();
+    for (const rec of records.slice(0, 17)) partial.extend(rec);
+    const r = await replay(log, '--expect', `sha256:10=${toHex(partial.value('padded', 'sha256', 10))}`);
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /matched after 17 records \(padded\)/);
+  });
+
+  it('--expect: exit 1 when a value never matches', async () => {
+    const r = await replay(corpus(SIG_SHA256_BIN), '--expect', `sha1:10=${'12'.repeat(20)}`);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /NOT matched/);
+  });
+
+  it('--json prints one document with violations, mismatches and PCRs', async () => {
+    const r = await replay(corpus('tpm2-tss/sml-ima-sig-sha256-invalidated.bin'), '--json');
+    assert.equal(r.code, 0);
+    const doc = JSON.parse(r.out);
+    assert.equal(doc.records, 2);
+    assert.equal(doc.violations, 1);
+    assert.equal(doc.digestMismatches.count, 0);
+    assert.equal(
+      doc.pcrs.perbank.sha256['10'],
+      '338c5ec5cba3d64a886cc6f369f10e5209bf8f49db078635723bb1ed8091b2ba',
+    );
+  });
+
+  it('takes the digest size from a _<alg> file name, and --digest-alg overrides it', async () => {
+    const log = join(dir, 'binary_runtime_measurements_sha256');
+    copyFileSync(corpus('global-trust-authority/ima.bin'), log);
+    const byName = JSON.parse((await replay(log, '--json')).out);
+    assert.equal(byName.digestAlg, 'sha256');
+    assert.equal(
+      byName.pcrs.perbank.sha256['10'],
+      '8c4fb94d4d15f6069aad176dace62a2ec0720ae864473d6419978da5b168ce11',
+    );
+    const forced = JSON.parse((await replay(log, '--digest-alg', 'sha1', '--json')).out);
+    assert.equal(forced.records, 0);
+    assert.equal(forced.problems[0].code, 'IMS_IMA_BAD_TEMPLATE_NAME');
+  });
+
+  it('reports digest mismatches and keeps replaying', async () => {
+    const { records, bytes } = generateLog({ records: 5, seed: 52 });
+    const bad = Uint8Array.from(bytes);
+    bad[records[2]!.offset + 4]! ^= 0xff; // first byte of record 2's template digest
+    const log = join(dir, 'mismatch.bin');
+    writeFileSync(log, bad);
+    const doc = JSON.parse((await replay(log, '--json')).out);
+    assert.equal(doc.records, 5);
+    assert.equal(doc.digestMismatches.count, 1);
+    assert.equal(doc.digestMismatches.listed[0].offset, records[2]!.offset);
+  });
+
+  it('streams a log larger than its read size and agrees with the library replay', async () => {
+    const { records, bytes } = generateLog({ records: 12_000, seed: 53, violations: [10, 9000] });
+    assert.ok(bytes.byteLength > 1 << 20);
+    const log = join(dir, 'big.bin');
+    writeFileSync(log, bytes);
+    const lib = new PcrReplay({ banks: ['sha1', 'sha384'] });
+    for (const rec of records) lib.extend(rec);
+    const doc = JSON.parse((await replay(log, '--banks', 'sha1,sha384', '--json')).out);
+    assert.equal(doc.records, 12_000);
+    assert.equal(doc.violations, 2);
+    assert.deepEqual(doc.pcrs, lib.state().pcrs);
+  });
+
+  it('reads ASCII logs, sniffed or told', async () => {
+    const { records } = generateLog({ records: 20, seed: 54 });
+    const log = join(dir, 'ascii_runtime_measurements');
+    writeFileSync(log, records.map((r) => formatAsciiLine(r)).join(''));
+    const sniffed = JSON.parse((await replay(log, '--json')).out);
+    assert.equal(sniffed.format, 'ascii');
+    assert.equal(sniffed.records, 20);
+    assert.equal((await replay(log, '--format', 'ascii')).code, 0);
+  });
+});
+
+describe('imastream replay: unusable input exits 2 with one line', () => {
+  const cases: [string, () => string[], RegExp][] = [
+    ['missing file', () => [join(dir, 'nope')], /IMS_IO_READ_FAILED/],
+    ['a directory', () => [dir], /IMS_IO_READ_FAILED/],
+    ['not a log', () => [textFile()], /IMS_IMA_UNKNOWN_FORMAT/],
+    ['bad --expect', () => [corpus(SIG_SHA256_BIN), '--expect', 'sha1:10=zz'], /IMS_REPLAY_BAD_EXPECTATION/],
+    ['unknown bank', () => [corpus(SIG_SHA256_BIN), '--banks', 'sha1,md5'], /IMS_IMA_UNSUPPORTED_ALG/],
+    ['bad --format', () => [corpus(SIG_SHA256_BIN), '--format', 'xml'], /IMS_CLI_USAGE/],
+    ['no file', () => [], /IMS_CLI_USAGE/],
+    ['unknown option', () => [corpus(SIG_SHA256_BIN), '--frobnicate'], /IMS_CLI_USAGE/],
+  ];
+  for (const [name, args, code] of cases) {
+    it(name, async () => {
+      const r = await replay(...args());
+      assert.equal(r.code, 2);
+      assert.equal(r.err.length, 1, r.err.join('\n'));
+      assert.match(r.err[0]!, code);
+    });
+  }
+});
+
+function textFile(): string {
+  const path = join(dir, 'notes.txt');
+  writeFileSync(path, 'these are not measurements\n');
+  return path;
+}
