@@ -15,9 +15,12 @@ import { checkKeyPart } from '../shared/redis.ts';
 import { TOPIC } from '../shared/topics.ts';
 import { type Comparison, compareByDigest, compareWithCheckpoint } from './compare.ts';
 import { attestHashOf, judgeQuote, type QuoteContext, type QuoteWithPcrs } from './judge.ts';
-import { acceptedNonces, findNonce } from './nonce-window.ts';
+import { acceptedNonces, findNonce, type IssuedNonce } from './nonce-window.ts';
 import type { ParkedQuote, QuoteStore } from './store.ts';
 import { buildVerdict } from './verdict.ts';
+
+/** A quote this recent may have overtaken its host's enrolment or challenge on the way in. */
+const FRESH_QUOTE_MS = 60_000;
 
 export interface QuoteWorkerOptions {
   /** How long a quote or checkpoint waits for its other half before SHARD_DEADLINE. */
@@ -88,6 +91,10 @@ export class QuoteWorker {
     };
     const lease = { token: this.token, now: this.now(), ms: this.options.leaseMs ?? 30_000 };
     const r = await this.store.parkQuote(quote.hostId, quote.bootId, quote.seq, parked, lease);
+    this.logger.debug(
+      { hostId: quote.hostId, quoteId: quote.quoteId, seq: quote.seq, join: r.state },
+      'quote accepted',
+    );
     if (r.state === 'parked')
       await this.store.awaitJoin(quote.hostId, quote.bootId, quote.seq, this.deadline());
     if (r.state === 'join') await this.finishJoin(r.quote, checkpointFromJson(r.checkpoint!));
@@ -97,13 +104,16 @@ export class QuoteWorker {
     checkIds(c.hostId, c.bootId);
     const lease = { token: this.token, now: this.now(), ms: this.options.leaseMs ?? 30_000 };
     const r = await this.store.joinCheckpoint(c.hostId, c.bootId, c.seq, lease);
+    this.logger.debug({ hostId: c.hostId, seq: c.seq, join: r.state }, 'checkpoint');
     if (r.state === 'wait') await this.store.awaitJoin(c.hostId, c.bootId, c.seq, this.deadline());
     if (r.state === 'join') await this.finishJoin(r.quote, c);
   }
 
   /**
    * What the fleet knows about the quote's host. The enrolment and nonce arrive on other topics,
-   * through another consumer: when either is missing, wait a little for it before judging.
+   * through another consumer, so a fresh quote may overtake them: wait a little for what could
+   * still be on its way. An old quote (a backlog) or a nonce epoch older than the newest known
+   * gets no wait, so a flood of bad quotes cannot slow the checker down.
    */
   private async context(quote: QuoteWithPcrs, position: string): Promise<QuoteContext> {
     const until = this.now() + (this.options.refWaitMs ?? 3_000);
@@ -116,12 +126,21 @@ export class QuoteWorker {
         this.store.seenAt(quote.hostId, attestHash),
       ]);
       const accepted = acceptedNonces(nonces.epochs, nonces.challenges);
-      const complete = enrollment !== null && findNonce(accepted, quote.nonce) !== undefined;
-      if (complete || seenAt !== null || this.now() >= until) {
-        return { enrollment, accepted, last, seenAt, position, now: this.now() };
-      }
+      const context = { enrollment, accepted, last, seenAt, position, now: this.now() };
+      if (seenAt !== null || this.now() >= until || !this.mayStillArrive(quote, context, nonces.epochs))
+        return context;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
+  }
+
+  private mayStillArrive(quote: QuoteWithPcrs, ctx: QuoteContext, epochs: readonly IssuedNonce[]): boolean {
+    const fresh = Math.abs(this.now() - quote.at) < FRESH_QUOTE_MS;
+    if (ctx.enrollment === null) return fresh;
+    if (findNonce(ctx.accepted, quote.nonce) !== undefined) return false;
+    if (quote.nonceEpoch === null) return fresh;
+    const newest = Math.max(-1, ...epochs.map((e) => e.epoch ?? -1));
+
+    return quote.nonceEpoch > newest;
   }
 
   private async finishJoin(parked: ParkedQuote, checkpoint: Checkpoint): Promise<void> {

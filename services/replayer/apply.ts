@@ -273,6 +273,8 @@ class HostBatch {
       at: this.input.now,
     };
     this.effects.push({ kind: 'checkpoint', checkpoint });
+    // The checkpoint is stored with the state, where the quote-checker's join looks for it.
+    this.changed = true;
   }
 
   /**

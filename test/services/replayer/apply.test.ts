@@ -71,6 +71,15 @@ describe('applyBatch', () => {
     assert.equal(PcrReplay.fromState(again.doc?.replay).count, 4);
   });
 
+  it('stores a checkpoint announced alone in a later batch (the join looks for it in Redis)', () => {
+    const records = run(null, [boot(), ...range(0, 3).map((s) => rec(s))]);
+    const alone = run(records.doc, [taken(3)]);
+
+    assert.equal(alone.changed, true);
+    assert.deepEqual(kinds(alone.effects), ['checkpoint']);
+    assert.equal(alone.doc?.nextSeq, 3);
+  });
+
   it('gives the same state whether records come in one batch or several', () => {
     const whole = run(null, [boot(), ...range(0, 6).map((s) => rec(s))]);
     const a = run(null, [boot(), ...range(0, 2).map((s) => rec(s))]);
