@@ -43,7 +43,7 @@
  *   sends inject the active context. Both are no-ops when telemetry is off.
  * - New groups start from the earliest offset (fromBeginning defaults to true).
  */
-import { type Admin, Kafka, Partitioners, type Producer, type RecordMetadata } from 'kafkajs';
+import { type Admin, type Consumer, Kafka, Partitioners, type Producer, type RecordMetadata } from 'kafkajs';
 
 import { ImastreamError } from '../../lib/errors.ts';
 import {
@@ -172,6 +172,20 @@ function checkGroupOptions(options: GroupOptions): void {
   if (options.topics.length === 0) throw new ImastreamError('IMS_CONFIG_INVALID', 'runGroup needs topics');
 }
 
+/** Logs joins and crashes; the returned promise resolves on the first join. */
+function watchGroup(consumer: Consumer, logger: Logger, onCrash?: (err: Error) => void): Promise<void> {
+  return new Promise<void>((joined) => {
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      logger.info({ assignment: e.payload.memberAssignment }, 'group joined');
+      joined();
+    });
+    consumer.on(consumer.events.CRASH, (e) => {
+      logger.error({ err: e.payload.error, restart: e.payload.restart }, 'consumer crashed');
+      if (!e.payload.restart) onCrash?.(e.payload.error);
+    });
+  });
+}
+
 async function runGroup(
   kafka: Kafka,
   connectProducer: () => Promise<ImsProducer>,
@@ -189,18 +203,7 @@ async function runGroup(
     heartbeatInterval: options.heartbeatInterval ?? 3_000,
     rebalanceTimeout: 60_000,
   });
-  let markJoined: () => void = () => {};
-  const joined = new Promise<void>((resolve) => {
-    markJoined = resolve;
-  });
-  consumer.on(consumer.events.GROUP_JOIN, (e) => {
-    groupLogger.info({ assignment: e.payload.memberAssignment }, 'group joined');
-    markJoined();
-  });
-  consumer.on(consumer.events.CRASH, (e) => {
-    groupLogger.error({ err: e.payload.error, restart: e.payload.restart }, 'consumer crashed');
-    if (!e.payload.restart) options.onCrash?.(e.payload.error);
-  });
+  const joined = watchGroup(consumer, groupLogger, options.onCrash);
 
   const loop = new BatchLoop({
     logger: groupLogger,
