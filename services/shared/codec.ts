@@ -95,11 +95,15 @@ export function encode<N extends RecordName>(name: N, value: RecordTypes[N]): Bu
 }
 
 /**
- * Decodes one framed message. Order of checks: size (IMS_WIRE_OVERSIZED), frame header
+ * Decodes one framed message (a Kafka value; a null value is IMS_WIRE_BAD_FRAME, so handlers can
+ * pass `m.value` as it is). Order of checks: size (IMS_WIRE_OVERSIZED), frame header
  * (IMS_WIRE_BAD_FRAME), schema id (IMS_WIRE_UNKNOWN_SCHEMA), Avro body (IMS_WIRE_DECODE; includes
  * truncation, trailing bytes, bad enum/union indexes and unsafe longs).
  */
-export function decode(message: Uint8Array): Decoded {
+export function decode(message: Uint8Array | null | undefined): Decoded {
+  if (!message) {
+    throw new ImastreamError('IMS_WIRE_BAD_FRAME', 'message has no value (a tombstone?)');
+  }
   if (message.length > MAX_MESSAGE_BYTES) {
     throw new ImastreamError('IMS_WIRE_OVERSIZED', `message is ${message.length} bytes`, {
       details: { size: message.length, limit: MAX_MESSAGE_BYTES },
@@ -144,7 +148,10 @@ function decodeBody(name: string, id: number, body: Buffer): unknown {
  * Decodes a message that must hold record `name` (any version of it). Another record throws
  * IMS_WIRE_UNKNOWN_SCHEMA: on this topic, that schema is unknown.
  */
-export function decodeAs<N extends RecordName>(name: N, message: Uint8Array): RecordTypes[N] {
+export function decodeAs<N extends RecordName>(
+  name: N,
+  message: Uint8Array | null | undefined,
+): RecordTypes[N] {
   const decoded = decode(message);
   if (decoded.schema !== name) {
     throw new ImastreamError('IMS_WIRE_UNKNOWN_SCHEMA', `expected ${name}, got ${decoded.schema}`, {

@@ -147,6 +147,11 @@ describe('codec bad frames', () => {
     it(`rejects a frame that is ${label}`, () => assertCode(() => decode(bytes), 'IMS_WIRE_BAD_FRAME'));
   }
 
+  it('rejects a missing value (a tombstone) as a bad frame', () => {
+    assertCode(() => decode(null), 'IMS_WIRE_BAD_FRAME');
+    assertCode(() => decodeAs('Quote', undefined), 'IMS_WIRE_BAD_FRAME');
+  });
+
   it('rejects an unknown schema id', () => {
     assertCode(() => decode(frame(0xfffffff0, Buffer.from([0]))), 'IMS_WIRE_UNKNOWN_SCHEMA');
     assertCode(() => decode(frame(0, Buffer.alloc(0))), 'IMS_WIRE_UNKNOWN_SCHEMA');
