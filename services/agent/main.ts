@@ -252,6 +252,8 @@ export class Agent {
       return;
     }
     await this.step();
+    // Before the first record there is nothing to attest (a real log starts with boot_aggregate).
+    if (this.matcher.count === 0) return;
     await this.quote(epoch.nonce, epoch.epoch, `q-${randomUUID()}`);
   }
 

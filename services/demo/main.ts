@@ -15,8 +15,9 @@ import { Fleet, type FleetHostSpec } from './fleet.ts';
 import { REPO_DIR } from './host.ts';
 import { CORPUS_LOGS, corpusLog, DEFAULT_CAP, type LogSource, loadLog } from './logs.ts';
 import { Observer } from './observer.ts';
+import { Pipeline } from './pipeline.ts';
 import { type HostRow, printTable, rowOf } from './report.ts';
-import { crashed, pipelineServices, type ServiceProcess, startService, stopServices } from './services.ts';
+import { crashed, type ServiceProcess } from './services.ts';
 
 const OPTIONS = {
   json: { type: 'boolean', default: false },
@@ -50,9 +51,8 @@ async function main(): Promise<number> {
 
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
-  const services: ServiceProcess[] = pipelineServices(runId).map((s) =>
-    startService(s.name, s.args, logDir, env),
-  );
+  const pipeline = await Pipeline.start(runId, logDir, brokers, { env });
+  const services = pipeline.services;
   say(`run ${runId}: ${services.length} pipeline processes, ${specs.length} hosts, logs in ${logDir}`);
   const observer = new Observer(
     brokers,
@@ -83,7 +83,7 @@ async function main(): Promise<number> {
   }
   const rows = await Promise.all(specs.map((s) => rowOf(s, observer, redis)));
   await fleet?.stop();
-  await stopServices(services);
+  await pipeline.stop();
   await observer.stop();
   redis.disconnect();
   const records = specs.reduce((n, s) => n + s.source.records.length, 0);

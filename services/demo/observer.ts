@@ -10,7 +10,7 @@ export interface HostFindings {
 }
 
 /**
- * Listens to ima.verdicts and ima.alerts (from the start, in a private group) and keeps what
+ * Listens to ima.verdicts and ima.alerts (from now on, in a private group) and keeps what
  * concerns the hosts it watches. This is how the demo and the end-to-end tests see the outcome:
  * through the pipeline's own output topics, as a security team would.
  */
@@ -33,7 +33,7 @@ export class Observer {
       this.consumer?.on(this.consumer.events.GROUP_JOIN, () => resolve()),
     );
     await this.consumer.connect();
-    await this.consumer.subscribe({ topics: [topics.verdicts, topics.alerts], fromBeginning: true });
+    await this.consumer.subscribe({ topics: [topics.verdicts, topics.alerts], fromBeginning: false });
     await this.consumer.run({ eachMessage: async ({ message }) => this.take(message.value) });
     await joined;
   }

@@ -1,6 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { crashed, pipelineServices, type ServiceProcess, startService, stopServices } from './services.ts';
+import {
+  crashed,
+  type PipelineOptions,
+  pipelineGroups,
+  pipelineServices,
+  type ServiceProcess,
+  startGroupsAtEnd,
+  startService,
+  stopServices,
+} from './services.ts';
 
 /** The fleet-side processes of one demo or test run, started and stopped together. */
 export class Pipeline {
@@ -12,17 +21,23 @@ export class Pipeline {
 
   /**
    * Starts the nonce service, two replayers and a quote-checker (`imastream …` child processes)
-   * with their logs in `logDir`, and gives their consumer groups a moment to form.
+   * with their logs in `logDir`, their stream groups starting at the current end of the topics,
+   * and gives the groups a moment to form.
    */
   static async start(
     runId: string,
     logDir: string,
-    env: NodeJS.ProcessEnv,
-    settleMs = 3000,
+    brokers: string[],
+    opts: PipelineOptions & { env?: NodeJS.ProcessEnv; settleMs?: number } = {},
   ): Promise<Pipeline> {
     mkdirSync(logDir, { recursive: true });
-    const services = pipelineServices(runId).map((s) => startService(s.name, s.args, logDir, env));
-    await sleep(settleMs);
+    const groups = pipelineGroups(runId);
+    await startGroupsAtEnd(brokers, [groups.replayer, groups.checker]);
+    const withBrokers = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), ...opts.env };
+    const services = pipelineServices(runId, opts).map((s) =>
+      startService(s.name, s.args, logDir, withBrokers),
+    );
+    await sleep(opts.settleMs ?? 3000);
 
     return new Pipeline(services);
   }

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Kafka, logLevel } from 'kafkajs';
 import { CLI } from './host.ts';
 
 /** One pipeline process the demo runs (`imastream <command>`), its output in a log file. */
@@ -11,28 +12,59 @@ export interface ServiceProcess {
   logFile: string;
 }
 
-/**
- * The fleet side of the demo: the nonce service, two replayers (one consumer group) and a
- * quote-checker. Group ids carry the run id, so a demo never shares partitions with other
- * processes that happen to use the same broker.
- */
-export function pipelineServices(runId: string, nonceInterval = '5s'): { name: string; args: string[] }[] {
-  const replayer = ['replayer', '--group-id', `imastream-replayer-${runId}`];
+/** Consumer groups of one run's pipeline: fresh per run, so runs never share partitions. */
+export function pipelineGroups(runId: string) {
+  return {
+    replayer: `imastream-replayer-${runId}`,
+    checker: `imastream-qc-${runId}`,
+    checkerRefs: `imastream-qc-refs-${runId}`,
+  };
+}
+
+export interface PipelineOptions {
+  /** Time between nonce epochs (the nonce service's --interval). */
+  nonceInterval?: string;
+  /** The quote-checker's --deadline-ms: an unjoined quote or checkpoint older than this alerts. */
+  deadlineMs?: number;
+}
+
+/** The fleet side of the demo: the nonce service, two replayers (one group) and a quote-checker. */
+export function pipelineServices(
+  runId: string,
+  opts: PipelineOptions = {},
+): { name: string; args: string[] }[] {
+  const groups = pipelineGroups(runId);
+  const replayer = ['replayer', '--group-id', groups.replayer];
+  const checker = ['quote-checker', '--group-id', groups.checker, '--refs-group-id', groups.checkerRefs];
+  if (opts.deadlineMs !== undefined) checker.push('--deadline-ms', String(opts.deadlineMs));
   return [
-    { name: 'nonces', args: ['nonces', '--interval', nonceInterval] },
+    { name: 'nonces', args: ['nonces', '--interval', opts.nonceInterval ?? '10s'] },
     { name: 'replayer-1', args: replayer },
     { name: 'replayer-2', args: replayer },
-    {
-      name: 'quote-checker',
-      args: [
-        'quote-checker',
-        '--group-id',
-        `imastream-qc-${runId}`,
-        '--refs-group-id',
-        `imastream-qc-refs-${runId}`,
-      ],
-    },
+    { name: 'quote-checker', args: checker },
   ];
+}
+
+/** Topics whose history a fresh pipeline must not re-read (other runs' hosts). */
+const STREAM_TOPICS = ['ima.measurements', 'ima.quotes', 'ima.checkpoints'];
+
+/**
+ * Commits the current end of the stream topics for each group before it first joins: a new group
+ * would otherwise start from the earliest offset and work through every earlier run's traffic
+ * first (the shared adapter's default), with quotes whose nonces have long expired.
+ */
+export async function startGroupsAtEnd(brokers: string[], groupIds: readonly string[]): Promise<void> {
+  const admin = new Kafka({ clientId: 'imastream-demo-admin', brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    for (const topic of STREAM_TOPICS) {
+      const ends = await admin.fetchTopicOffsets(topic);
+      const partitions = ends.map((p) => ({ partition: p.partition, offset: p.high }));
+      for (const groupId of groupIds) await admin.setOffsets({ groupId, topic, partitions });
+    }
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 /** Starts `imastream <args>` with its stdout and stderr in `<logDir>/<name>.log`. */

@@ -12,7 +12,7 @@ export interface Tapped {
 }
 
 /**
- * Reads topics from their start in a private consumer group and keeps the messages about some
+ * Reads topics from now on (the end when it joins) in a private consumer group and keeps the messages about some
  * hosts (by the `hostId` of the decoded value). The end-to-end tests look at the pipeline's
  * traffic through it, the way an operator would with a console consumer.
  */
@@ -33,7 +33,7 @@ export class Tap {
       this.consumer?.on(this.consumer.events.GROUP_JOIN, () => resolve()),
     );
     await this.consumer.connect();
-    await this.consumer.subscribe({ topics, fromBeginning: true });
+    await this.consumer.subscribe({ topics, fromBeginning: false });
     await this.consumer.run({
       eachMessage: async ({ topic, partition, message }) => {
         if (message.value === null) return;

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Fleet, type FleetHostSpec } from '../../services/demo/fleet.ts';
+import { REPO_DIR } from '../../services/demo/host.ts';
 import { corpusLog } from '../../services/demo/logs.ts';
 import { Observer } from '../../services/demo/observer.ts';
 import { Pipeline } from '../../services/demo/pipeline.ts';
@@ -21,8 +22,11 @@ import type { Alert, BootEvent } from '../../services/shared/records.ts';
 const BROKERS = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
 const run = randomUUID().slice(0, 8);
 const dir = mkdtempSync(join(tmpdir(), 'ims-e2e-flight-'));
+// Pipeline logs stay in .stack/e2e/<run> for a failed run to be read.
 const source = corpusLog('rust-keylime/ascii_runtime_measurements', 'sha1', 300);
 const TAMPER_SEQ = 120;
+/** Quote-checker join deadline: long enough for a loaded 2-core box, short enough for a test. */
+const DEADLINE_MS = 30_000;
 const KINDS: TamperKind[] = ['change', 'drop', 'reorder', 'insert'];
 const hostOf = (name: string) => `e2e-${run}-${name}`;
 const specs: FleetHostSpec[] = [
@@ -35,7 +39,9 @@ let observer: Observer;
 let tap: Tap;
 
 before(async () => {
-  pipeline = await Pipeline.start(run, join(dir, 'logs'), { IMASTREAM_KAFKA_BROKERS: BROKERS.join(',') });
+  pipeline = await Pipeline.start(run, join(REPO_DIR, '.stack/e2e', run), BROKERS, {
+    deadlineMs: DEADLINE_MS,
+  });
   observer = new Observer(
     BROKERS,
     specs.map((s) => s.hostId),
@@ -124,10 +130,11 @@ test('two records swapped in flight are a PCR mismatch', async () => {
   assert.ok(!observer.attested(host, TAMPER_SEQ + 1));
 });
 
-test('a record inserted in flight is a PCR mismatch', async () => {
+test('a record inserted in flight leaves the quote without a checkpoint: a shard deadline', async () => {
+  // The relay renumbers every later record, so the agent's QuoteTaken{N} arrives when the
+  // replayer is already past N: no checkpoint is written at N and the quote is never joined.
   const host = hostOf('insert');
-  const alert = await alertOf(host, 'PCR_MISMATCH');
+  const alert = await alertOf(host, 'SHARD_DEADLINE');
   assert.equal(alert.bootId, bootOf(host));
-  assert.ok(alert.seq !== null && alert.seq > TAMPER_SEQ);
   assert.ok(!observer.attested(host, TAMPER_SEQ + 1));
 });
