@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Consumer, Kafka, logLevel } from 'kafkajs';
 import { type Decoded, decode } from '../shared/codec.ts';
+import type { NonceEpoch } from '../shared/records.ts';
 
 /** A decoded message with where it was read from (offsets order one host's messages). */
 export interface Tapped {
@@ -13,7 +14,7 @@ export interface Tapped {
 
 /**
  * Reads topics from now on (the end when it joins) in a private consumer group and keeps the messages about some
- * hosts (by the `hostId` of the decoded value). The end-to-end tests look at the pipeline's
+ * hosts (by the `hostId` of the decoded value), and every nonce epoch. The end-to-end tests look at the pipeline's
  * traffic through it, the way an operator would with a console consumer.
  */
 export class Tap {
@@ -40,7 +41,7 @@ export class Tap {
         try {
           const msg = decode(message.value);
           const hostId = (msg.value as { hostId?: string }).hostId;
-          if (hostId !== undefined && this.hostIds.has(hostId)) {
+          if (msg.schema === 'NonceEpoch' || (hostId !== undefined && this.hostIds.has(hostId))) {
             this.seen.push({ topic, partition, offset: Number(message.offset), msg });
           }
         } catch {
@@ -61,6 +62,12 @@ export class Tap {
       .filter((t) => t.msg.schema === schema && (topic === undefined || t.topic === topic))
       .map((t) => t.msg.value as { hostId: string })
       .filter((v) => v.hostId === hostId) as T[];
+  }
+
+  /** The newest nonce epoch seen (by epoch number). */
+  latestNonce(): NonceEpoch | undefined {
+    const epochs = this.seen.filter((t) => t.msg.schema === 'NonceEpoch').map((t) => t.msg.value as NonceEpoch);
+    return epochs.sort((a, b) => b.epoch - a.epoch)[0];
   }
 
   /** Polls `cond` until true or the timeout; returns whether it became true. */
