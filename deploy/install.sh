@@ -2,7 +2,8 @@
 # Installs what the tests and the local stack need, and only what is missing; safe to re-run.
 #   - Debian packages (Redis, swtpm, tpm2-tools, evmctl), `apt-get update` only if one is missing;
 #   - node_modules via `npm ci` when absent or older than package-lock.json;
-#   - the Kafka broker's jars from Maven Central into .cache/kafka-lib (deploy/kafka/pom.xml).
+#   - the Kafka broker's jars from Maven Central into .cache/kafka-lib (deploy/kafka/pom.xml, the
+#     3.9 line); with IMASTREAM_KAFKA_LINE=4, the 4.x line into .cache/kafka4-lib (pom-4.x.xml).
 # Needs Node >= 20.19, a JDK >= 17 and Maven (present on our machines; a JDK and Maven are
 # installed from Debian when missing, Node is not: Debian 12's nodejs is too old).
 set -euo pipefail
@@ -54,20 +55,24 @@ install_npm() {
   npm ci --no-audit --no-fund --loglevel=error
 }
 
-KAFKA_LIB=.cache/kafka-lib
+if [ "${IMASTREAM_KAFKA_LINE:-3}" = 4 ]; then
+  KAFKA_LIB=.cache/kafka4-lib KAFKA_POM=pom-4.x.xml
+else
+  KAFKA_LIB=.cache/kafka-lib KAFKA_POM=pom.xml
+fi
 
 install_kafka_jars() {
   local stamp="$KAFKA_LIB/.pom.sha256" want
-  want=$(sha256sum deploy/kafka/pom.xml | cut -d' ' -f1)
+  want=$(sha256sum "deploy/kafka/$KAFKA_POM" | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     say "kafka: jars present in $KAFKA_LIB ($(find "$KAFKA_LIB" -name '*.jar' | wc -l) jars)"
     return
   fi
-  say "kafka: resolving deploy/kafka/pom.xml into $KAFKA_LIB (Maven Central)"
+  say "kafka: resolving deploy/kafka/$KAFKA_POM into $KAFKA_LIB (Maven Central)"
   rm -rf "$KAFKA_LIB"
   mkdir -p "$KAFKA_LIB"
   local log=.cache/kafka-resolve.log
-  if ! (cd deploy/kafka && mvn -q -B -Dstyle.color=never \
+  if ! (cd deploy/kafka && mvn -q -B -Dstyle.color=never -f "$KAFKA_POM" \
     org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$PWD/../../$KAFKA_LIB") >"$log" 2>&1; then
     say "kafka: Maven failed; its output:" >&2

@@ -7,13 +7,22 @@
 #   bash deploy/stack.sh reset    down, then delete .stack (broker data and logs)
 # Ports: IMASTREAM_KAFKA_PORT (19092) and IMASTREAM_KAFKA_CONTROLLER_PORT (19093) on 127.0.0.1;
 # Redis on 127.0.0.1:6379 (an existing one is used as it is). State and logs live in .stack/.
+# IMASTREAM_KAFKA_LINE=4 runs the 4.x broker (jars from `IMASTREAM_KAFKA_LINE=4 deploy/install.sh`)
+# instead of 3.9, with its own data directory (.stack/kafka4); `down` first when switching.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 STACK=$ROOT/.stack
-KAFKA_LIB=$ROOT/.cache/kafka-lib
-KAFKA_DIR=$STACK/kafka
+if [ "${IMASTREAM_KAFKA_LINE:-3}" = 4 ]; then
+  KAFKA_LIB=$ROOT/.cache/kafka4-lib
+  KAFKA_DIR=$STACK/kafka4
+  LOG_CONFIG="-Dlog4j2.configurationFile=$ROOT/deploy/kafka/log4j2.properties"
+else
+  KAFKA_LIB=$ROOT/.cache/kafka-lib
+  KAFKA_DIR=$STACK/kafka
+  LOG_CONFIG="-Dlog4j.configuration=file:$ROOT/deploy/kafka/log4j.properties"
+fi
 KAFKA_PID=$STACK/kafka.pid
 KAFKA_LOG=$STACK/kafka.log
 KAFKA_PORT=${IMASTREAM_KAFKA_PORT:-19092}
@@ -23,7 +32,7 @@ REDIS_OURS=$STACK/redis.ours
 KAFKA_STOP_TIMEOUT_S=30
 
 JVM_OPTS=(-Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1
-  -Djava.awt.headless=true "-Dlog4j.configuration=file:$ROOT/deploy/kafka/log4j.properties")
+  -Djava.awt.headless=true "$LOG_CONFIG")
 
 say() { printf 'stack: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
