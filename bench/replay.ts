@@ -86,7 +86,8 @@ function timeEvmctl(log: string, sha1: string, sha256: string): Timing[] | strin
 
 function line(who: string, t: Timing): string {
   const rate = (ms: number) => Math.round((RECORDS / ms) * 1000).toLocaleString('en');
-  return `${who}: wall ${t.wall.toFixed(0)} ms (${rate(t.wall)} records/s), cpu ${t.cpu.toFixed(0)} ms (${rate(t.cpu)} records/s)`;
+  const wall = `wall ${t.wall.toFixed(0)} ms (${rate(t.wall)} records/s)`;
+  return `${who}: ${wall}, cpu ${t.cpu.toFixed(0)} ms (${rate(t.cpu)} records/s)`;
 }
 
 async function main(): Promise<void> {
@@ -124,7 +125,8 @@ async function main(): Promise<void> {
     console.log(line(`evmctl ima_measurement (best of ${RUNS})`, theirs));
     const ratio = (a: number, b: number) => (a / b).toFixed(2);
     console.log(
-      `imastream/evmctl records/s ratio: wall ${ratio(theirs.wall, ours.wall)}, cpu ${ratio(theirs.cpu, ours.cpu)}`,
+      `imastream/evmctl records/s ratio: wall ${ratio(theirs.wall, ours.wall)}, ` +
+        `cpu ${ratio(theirs.cpu, ours.cpu)}`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -13,7 +13,8 @@ import { PcrReplay, type ReplayState } from '../../lib/ima/replay.ts';
 import { type CliIO, EXIT } from '../io.ts';
 
 const USAGE = `usage: imastream replay LOG [--format auto|binary|ascii] [--digest-alg ALG]
-                        [--byte-order le|be|auto] [--banks sha1,sha256,...] [--expect BANK:PCR=HEX ...] [--json]
+                        [--byte-order le|be|auto] [--banks sha1,sha256,...]
+                        [--expect BANK:PCR=HEX ...] [--json]
 
   LOG              binary_runtime_measurements[_<alg>] or ascii_runtime_measurements[_<alg>]
   --format F       log format (default auto: sniffed from the first bytes)

@@ -262,7 +262,7 @@ export class BinaryLogParser {
     if (problem !== undefined) this.note({ ...problem, offset: r.offset });
     if (templateDescriptor(r.templateName).kind === 'unknown' && !this.unknownNames.has(r.templateName)) {
       if (this.unknownNames.size < 64) this.unknownNames.add(r.templateName);
-      const message = `unknown template '${r.templateName}' (replayed over its raw data; first at this offset)`;
+      const message = `unknown template '${r.templateName}' (replayed over its raw data; first seen here)`;
       this.note({ code: 'IMS_IMA_UNKNOWN_TEMPLATE', message, offset: r.offset });
     }
   }
