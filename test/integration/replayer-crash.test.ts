@@ -19,6 +19,7 @@ import { bootEvent, logRecord, quoteTaken } from '../services/replayer/fixtures.
 import {
   cleanHosts,
   connectProducer,
+  connectTestRedis,
   eventually,
   produce,
   REDIS_URL,
@@ -67,6 +68,10 @@ after(async () => {
   await producer?.disconnect();
   await cleanHosts(redis, HOSTS);
   await redis.quit();
+  // Replayers of other groups (other tests, the demo) may have replayed these hosts into db 0.
+  const shared = connectTestRedis();
+  await cleanHosts(shared, HOSTS);
+  await shared.quit();
 });
 
 async function progress(): Promise<number[]> {
@@ -89,19 +94,16 @@ it('applies every record exactly once across a kill -9 and a restart', async (t)
 
   const first = startReplayerProcess();
   children.push(first);
-  const started = await eventually(
-    'first progress',
-    async () => ((await progress()).some((n) => n > 0) ? Date.now() : undefined),
-    60_000,
-  );
+  const sum = async () => (await progress()).reduce((a, b) => a + b, 0);
+  await eventually('first progress', async () => ((await sum()) > 0 ? true : undefined), 60_000);
   const atKill = await eventually('mid-stream', async () => {
-    const sum = (await progress()).reduce((a, b) => a + b, 0);
-    return sum >= 4_000 ? sum : undefined;
+    const n = await sum();
+    return n >= 15_000 ? n : undefined;
   });
   first.kill('SIGKILL');
   await exited(first);
   const total = HOSTS.length * PER_HOST;
-  t.diagnostic(`first replayer: ${atKill} records in ${Date.now() - started} ms before kill -9`);
+  t.diagnostic(`first replayer killed (kill -9) after ${atKill} of ${total} records`);
   assert.ok(atKill < total, 'the kill must land mid-stream (raise PER_HOST if it does not)');
 
   const second = startReplayerProcess();
