@@ -10,20 +10,25 @@ export interface IssuedNonce {
   epoch: number | null;
   /** Challenge request id, when it is a challenge's. */
   requestId?: string;
+  /** End of the epoch's announced validity, ms since the epoch, when known. */
+  validUntil?: number;
 }
 
 /**
- * The nonces a quote may carry now: the last {@link NONCE_EPOCHS_ACCEPTED} epochs (by epoch
- * number, whatever order they arrived in) and the host's pending challenges.
+ * The nonces a quote may carry at `now`: the last {@link NONCE_EPOCHS_ACCEPTED} epochs (by epoch
+ * number, whatever order they arrived in), older epochs still within their announced validity (so
+ * a second nonce publisher cannot push a fresh nonce out early), and the host's pending challenges.
  */
 export function acceptedNonces(
   epochs: readonly IssuedNonce[],
   challenges: readonly IssuedNonce[],
+  now: number,
   keep = NONCE_EPOCHS_ACCEPTED,
 ): IssuedNonce[] {
-  const recent = [...epochs].sort((a, b) => (b.epoch ?? 0) - (a.epoch ?? 0)).slice(0, keep);
+  const sorted = [...epochs].sort((a, b) => (b.epoch ?? 0) - (a.epoch ?? 0));
+  const valid = sorted.filter((e, i) => i < keep || (e.validUntil !== undefined && e.validUntil >= now));
 
-  return [...recent, ...challenges];
+  return [...valid, ...challenges];
 }
 
 /** The issued nonce equal to `nonce`, if any (nonces are public: no constant-time compare needed). */

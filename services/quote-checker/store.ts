@@ -125,10 +125,15 @@ export class QuoteStore {
       this.redis.zrevrange(NONCE_EPOCHS_KEY, 0, EPOCHS_KEPT - 1),
       this.redis.zrangebyscore(hostKeys.challenges(hostId), now - CHALLENGE_TTL_MS, '+inf'),
     ]);
-    const parse = (s: string) => JSON.parse(s) as { epoch?: number; requestId?: string; nonce: string };
+    const parse = (s: string) =>
+      JSON.parse(s) as { epoch?: number; requestId?: string; nonce: string; validUntil?: number };
 
     return {
-      epochs: epochs.map(parse).map((e) => ({ nonce: fromHex(e.nonce), epoch: e.epoch ?? null })),
+      epochs: epochs.map(parse).map((e) => ({
+        nonce: fromHex(e.nonce),
+        epoch: e.epoch ?? null,
+        ...(typeof e.validUntil === 'number' ? { validUntil: e.validUntil } : {}),
+      })),
       challenges: challenges
         .map(parse)
         .map((c) => ({ nonce: fromHex(c.nonce), epoch: null, requestId: c.requestId ?? '' })),

@@ -125,7 +125,7 @@ export class QuoteWorker {
         this.store.lastQuote(quote.hostId),
         this.store.seenAt(quote.hostId, attestHash),
       ]);
-      const accepted = acceptedNonces(nonces.epochs, nonces.challenges);
+      const accepted = acceptedNonces(nonces.epochs, nonces.challenges, this.now());
       const context = { enrollment, accepted, last, seenAt, position, now: this.now() };
       if (seenAt !== null || this.now() >= until || !this.mayStillArrive(quote, context, nonces.epochs))
         return context;

@@ -102,16 +102,24 @@ describe('nonce window', () => {
   const n = (epoch: number) => ({ nonce: Buffer.alloc(32, epoch), epoch });
 
   it('accepts only the last few epochs, whatever order they arrived in', () => {
-    const accepted = acceptedNonces([n(5), n(1), n(3), n(2), n(4)], [], 4);
+    const accepted = acceptedNonces([n(5), n(1), n(3), n(2), n(4)], [], 0, 4);
 
     assert.equal(findNonce(accepted, n(5).nonce)?.epoch, 5);
     assert.equal(findNonce(accepted, n(2).nonce)?.epoch, 2);
     assert.equal(findNonce(accepted, n(1).nonce), undefined);
   });
 
+  it('keeps an older epoch while its announced validity lasts', () => {
+    const old = { ...n(1), validUntil: 500 };
+    const epochs = [old, n(2), n(3), n(4), n(5)];
+
+    assert.equal(findNonce(acceptedNonces(epochs, [], 400, 4), old.nonce)?.epoch, 1);
+    assert.equal(findNonce(acceptedNonces(epochs, [], 600, 4), old.nonce), undefined);
+  });
+
   it('accepts a pending challenge nonce', () => {
     const challenge = { nonce: Buffer.alloc(32, 0xcc), epoch: null, requestId: 'r1' };
-    const accepted = acceptedNonces([n(1)], [challenge]);
+    const accepted = acceptedNonces([n(1)], [challenge], 0);
 
     assert.equal(findNonce(accepted, challenge.nonce)?.requestId, 'r1');
   });
