@@ -9,6 +9,8 @@ export interface FleetHostSpec {
   source: LogSource;
   /** When set, the host's agent produces to an intercept topic and this relay tampers in flight. */
   tamper?: Tamper;
+  /** AK key type (default rsa). */
+  akAlg?: 'rsa' | 'rsapss' | 'ecc';
 }
 
 export interface FleetOptions {
@@ -48,6 +50,7 @@ export class Fleet {
           measurementsTopic,
           brokers: opts.brokers.join(','),
           quoteIntervalS: opts.quoteIntervalS,
+          akAlg: spec.akAlg,
           env: opts.agentEnv,
         },
         opts.baseDir,
