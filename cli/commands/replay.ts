@@ -259,6 +259,9 @@ function printText(s: Summary, io: CliIO): void {
   for (const p of s.digestMismatches.listed.slice(0, 20)) io.out(`  at byte ${p.offset}: ${p.message}`);
   io.out(`parse problems: ${s.problems.length}`);
   for (const p of s.problems.slice(0, 20)) io.out(`  ${where(p)}: ${p.code}: ${p.message}`);
+  if (s.format === 'binary' && s.records === 0 && s.problems[0]?.offset === 0) {
+    io.out('  (a per-bank binary_runtime_measurements_<alg> file? try --digest-alg sha256)');
+  }
   for (const [scheme, banks] of Object.entries(s.pcrs)) {
     io.out(`PCR values (${scheme}):`);
     for (const [alg, values] of Object.entries(banks ?? {})) {

@@ -13,6 +13,7 @@ import {
 import { templateDataProblem, templateDescriptor } from './templates.ts';
 
 export { buildImaBuf, buildImaNg, buildImaSig, buildLegacyIma, encodeBinaryRecord } from './encode.ts';
+export type { ByteOrder, ImaRecord, ParseProblem } from './record.ts';
 
 /** Caps on every declared length (DOMAIN.md §1.10); each is checked before any slice. */
 export interface BinaryLimits {
