@@ -187,8 +187,9 @@ export class BinaryLogParser {
     if (avail < nameAt) return { need: nameAt };
 
     const pcr = view.getUint32(pos, le);
-    if (pcr > this.limits.maxPcr)
+    if (pcr > this.limits.maxPcr) {
       return this.fatal('IMS_IMA_BAD_PCR', `PCR index ${pcr} > ${this.limits.maxPcr}`, offset);
+    }
     const nameLen = view.getUint32(pos + nameAt - 4, le);
     if (nameLen === 0 || nameLen > this.limits.maxTemplateName) {
       return this.fatal('IMS_IMA_BAD_TEMPLATE_NAME', `template name length ${nameLen}`, offset);
@@ -196,8 +197,9 @@ export class BinaryLogParser {
     const dataAt = nameAt + nameLen;
     if (avail < dataAt) return { need: dataAt };
     const name = this.templateName(buf, pos + nameAt, nameLen);
-    if (name === undefined)
+    if (name === undefined) {
       return this.fatal('IMS_IMA_BAD_TEMPLATE_NAME', 'template name is not printable', offset);
+    }
 
     const data =
       name === LEGACY_IMA
