@@ -11,15 +11,17 @@ export interface Divergence {
 }
 
 export type Comparison =
-  | { match: true; scheme: string; compared: number }
+  /** `ambiguous`: another live scheme matched too (a SHA-1-only quote cannot tell them apart). */
+  | { match: true; scheme: string; compared: number; ambiguous: boolean }
   | { match: false; divergence: Divergence | null; reason: string };
 
 /**
  * Compares the PCR values of a verified quote (`quoted`, trusted once their digest matched the
  * quote's pcrDigest) with a replay checkpoint. A scheme matches when every (bank, PCR) present in
  * both agrees and there is at least one; quoted PCRs the log never extends (0–9) are not compared.
- * Schemes are tried in the checkpoint's order; on no match the divergence reported is the first
- * scheme's first differing value.
+ * Schemes are tried in the checkpoint's order, the first match is reported, and a match that
+ * another scheme shares is ambiguous (it must not pin a scheme). On no match the divergence
+ * reported is the first scheme's first differing value.
  */
 export function compareWithCheckpoint(
   quoted: readonly PcrValue[],
@@ -27,12 +29,14 @@ export function compareWithCheckpoint(
   schemes: readonly string[],
 ): Comparison {
   let first: Divergence | null = null;
+  const matched: { scheme: string; compared: number }[] = [];
   for (const scheme of schemes) {
     const result = compareScheme(quoted, replayed, scheme);
     if (result.compared > 0 && result.divergence === null)
-      return { match: true, scheme, compared: result.compared };
+      matched.push({ scheme, compared: result.compared });
     first ??= result.divergence;
   }
+  if (matched.length > 0) return { match: true, ...matched[0]!, ambiguous: matched.length > 1 };
   const reason = first === null ? 'the quote covers none of the replayed PCRs' : describe(first);
 
   return { match: false, divergence: first, reason };
@@ -66,8 +70,9 @@ export function compareByDigest(
   matches: (scheme: string) => boolean,
   schemes: readonly string[],
 ): Comparison {
-  const scheme = schemes.find(matches);
-  if (scheme !== undefined) return { match: true, scheme, compared: 1 };
+  const matched = schemes.filter(matches);
+  if (matched.length > 0)
+    return { match: true, scheme: matched[0]!, compared: 1, ambiguous: matched.length > 1 };
 
   return { match: false, divergence: null, reason: 'no live scheme reproduces the signed pcrDigest' };
 }

@@ -1,4 +1,5 @@
 import { fromHex, toHex } from '../../lib/bytes/hex.ts';
+import { parseSchemePin, type SchemePin } from '../replayer/doc.ts';
 import { hostKeys, JOIN_TTL_SECONDS } from '../replayer/keys.ts';
 import { LuaScript, type RedisClient } from '../replayer/lua.ts';
 import type { PcrValueJson } from '../replayer/pcrs.ts';
@@ -180,6 +181,11 @@ export class QuoteStore {
     return joinResult(
       await JOIN_CHECKPOINT.run(this.redis, keys, [lease.now, lease.now + lease.ms, lease.token]),
     );
+  }
+
+  /** The scheme a verified quote pinned for the host, if any. */
+  async pin(hostId: string): Promise<SchemePin | null> {
+    return parseSchemePin(await this.redis.get(hostKeys.scheme(hostId)));
   }
 
   async closed(hostId: string): Promise<ClosedShard | null> {

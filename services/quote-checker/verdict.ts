@@ -18,6 +18,8 @@ export interface VerdictInput {
   comparison: Comparison;
   /** Last closed shard of the host, of any boot. */
   closed: ClosedShard | null;
+  /** Scheme an earlier quote pinned for the host, if any. */
+  pinned?: SchemePin | null;
   now: number;
 }
 
@@ -69,12 +71,35 @@ export function buildVerdict(input: VerdictInput): VerdictOutcome {
     return { verdict, alerts: [mismatchAlert(input, comparison)], closed: null, pin: null };
   const closed = { bootId: c.bootId, endSeq, scheme: comparison.scheme, endPcrs: pcrsToJson(endPcrs) };
 
+  // Only a match no other scheme shares tells which rule the kernel used.
+  const matched = comparison.scheme as SchemePin['scheme'];
+  const pin = comparison.ambiguous ? null : { bootId: c.bootId, scheme: matched };
+  const pinned = input.pinned ?? null;
+  const changed =
+    pin !== null && pinned !== null && pinned.bootId === pin.bootId && pinned.scheme !== matched;
+
   return {
     verdict,
-    alerts: [],
+    alerts: changed ? [schemeChangedAlert(input, pinned.scheme, matched)] : [],
     closed,
-    pin: { bootId: c.bootId, scheme: comparison.scheme as SchemePin['scheme'] },
+    pin,
   };
+}
+
+/** Within one boot the kernel's extend rule cannot change (DOMAIN.md §2.2): say so when it seems to. */
+function schemeChangedAlert(input: VerdictInput, before: string, now: string): Alert {
+  const c = input.checkpoint;
+
+  return makeAlert({
+    kind: 'SCHEME_CHANGED',
+    hostId: c.hostId,
+    bootId: c.bootId,
+    seq: c.seq,
+    key: input.quoteId,
+    message: `${c.hostId} boot ${c.bootId}: quote ${input.quoteId} at seq ${c.seq} matched ${now}, earlier quotes ${before}`,
+    details: { quoteId: input.quoteId, before, now },
+    at: input.now,
+  });
 }
 
 /** The previous shard's quote-verified end values, or zeros at a boot's start. */

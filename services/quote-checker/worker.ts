@@ -145,8 +145,18 @@ export class QuoteWorker {
 
   private async finishJoin(parked: ParkedQuote, checkpoint: Checkpoint): Promise<void> {
     const comparison = compare(parked, checkpoint);
-    const closed = await this.store.closed(checkpoint.hostId);
-    const out = buildVerdict({ checkpoint, quoteId: parked.quoteId, comparison, closed, now: this.now() });
+    const [closed, pinned] = await Promise.all([
+      this.store.closed(checkpoint.hostId),
+      this.store.pin(checkpoint.hostId),
+    ]);
+    const out = buildVerdict({
+      checkpoint,
+      quoteId: parked.quoteId,
+      comparison,
+      closed,
+      pinned,
+      now: this.now(),
+    });
     await this.producer.send(TOPIC.verdicts, [
       { key: checkpoint.hostId, value: encode('Verdict', out.verdict) },
     ]);

@@ -25,7 +25,23 @@ describe('compareWithCheckpoint', () => {
     replayed.push(v('perbank', 'sha256', 10, 3));
     const c = compareWithCheckpoint(QUOTED, replayed, ['perbank', 'padded']);
 
-    assert.deepEqual(c, { match: true, scheme: 'padded', compared: 2 });
+    assert.deepEqual(c, { match: true, scheme: 'padded', compared: 2, ambiguous: false });
+  });
+
+  it('calls a match both schemes share ambiguous, and pins nothing on it', () => {
+    const replayed = [v('perbank', 'sha1', 10, 1), v('padded', 'sha1', 10, 1)];
+    const c = compareWithCheckpoint([v('tpm', 'sha1', 10, 1)], replayed, ['perbank', 'padded']);
+    assert.deepEqual(c, { match: true, scheme: 'perbank', compared: 1, ambiguous: true });
+
+    const out = buildVerdict({
+      checkpoint: checkpoint(replayed),
+      quoteId: 'q',
+      comparison: c,
+      closed: null,
+      now: 1,
+    });
+    assert.equal(out.verdict.status, 'CLOSED');
+    assert.equal(out.pin, null);
   });
 
   it('names the first bank and PCR that differs, in quote order', () => {
@@ -67,7 +83,7 @@ describe('shard ranges and verdicts', () => {
     const out = buildVerdict({
       checkpoint: ckpt,
       quoteId: 'q',
-      comparison: { match: true, scheme: 'perbank', compared: 1 },
+      comparison: { match: true, scheme: 'perbank', compared: 1, ambiguous: false },
       closed: prev,
       now: 5,
     });
@@ -79,6 +95,28 @@ describe('shard ranges and verdicts', () => {
     assert.deepEqual(out.pin, { bootId: 'b:1', scheme: 'perbank' });
     assert.equal(out.closed?.endSeq, 40);
     assert.deepEqual(out.alerts, []);
+  });
+
+  it('raises SCHEME_CHANGED when a boot matches another scheme than an earlier quote did', () => {
+    const ckpt = checkpoint([v('padded', 'sha256', 10, 3)], ['padded']);
+    const comparison = { match: true as const, scheme: 'padded', compared: 1, ambiguous: false };
+    const pinned = { bootId: 'b:1', scheme: 'perbank' as const };
+    const out = buildVerdict({ checkpoint: ckpt, quoteId: 'q', comparison, closed: null, pinned, now: 5 });
+    const otherBoot = buildVerdict({
+      checkpoint: ckpt,
+      quoteId: 'q',
+      comparison,
+      closed: null,
+      pinned: { ...pinned, bootId: 'b:0' },
+      now: 5,
+    });
+
+    assert.equal(out.verdict.status, 'CLOSED');
+    assert.deepEqual(
+      out.alerts.map((a) => [a.kind, a.seq]),
+      [['SCHEME_CHANGED', 40]],
+    );
+    assert.deepEqual(otherBoot.alerts, []);
   });
 
   it('fails a mismatching shard with a PCR_MISMATCH alert naming host, boot, seq, bank and PCR', () => {
