@@ -142,12 +142,14 @@ export class AsciiLogParser {
     if (tokens.length < 3) return 'fewer than three columns';
     const [pcrText, digestText, nameText] = tokens as [Uint8Array, Uint8Array, Uint8Array];
     const pcr = Number(latin1(pcrText));
-    if (!/^\d{1,2}$/.test(latin1(pcrText)) || pcr > this.limits.maxPcr)
+    if (!/^\d{1,2}$/.test(latin1(pcrText)) || pcr > this.limits.maxPcr) {
       return `bad PCR column '${latin1(pcrText)}'`;
+    }
     const templateDigest = hexToken(digestText, 'template hash');
     if (typeof templateDigest === 'string') return templateDigest;
-    if (!this.digestSizeOk(templateDigest.byteLength))
+    if (!this.digestSizeOk(templateDigest.byteLength)) {
       return `template hash of ${templateDigest.byteLength} bytes`;
+    }
     const templateName = latin1(nameText);
     if (!/^[\x21-\x7e]{1,255}$/.test(templateName)) return 'bad template name';
 
@@ -178,8 +180,9 @@ export function rebuildTemplateData(templateName: string, columns: Uint8Array[])
   if (d.kind === 'legacy') {
     const fileDigest = hexToken(fields[0]!, 'file digest');
     if (typeof fileDigest === 'string') return fileDigest;
-    if (fileDigest.byteLength !== 20 || fields[1]!.byteLength > LEGACY_NAME_MAX)
+    if (fileDigest.byteLength !== 20 || fields[1]!.byteLength > LEGACY_NAME_MAX) {
       return 'legacy ima digest or name size';
+    }
     return buildLegacyIma({ fileDigest, name: fields[1]! });
   }
   const data: Uint8Array[] = [];

@@ -241,8 +241,9 @@ export class BinaryLogParser {
     const head = LEGACY_DIGEST_SIZE + 4;
     if (avail < head) return { need: head };
     const len = view.getUint32(at + LEGACY_DIGEST_SIZE, le);
-    if (len > LEGACY_NAME_MAX)
+    if (len > LEGACY_NAME_MAX) {
       return { problem: ['IMS_IMA_BAD_FIELD', `legacy ima name length ${len} > ${LEGACY_NAME_MAX}`] };
+    }
     if (avail < head + len) return { need: head + len };
 
     return { start: at, end: at + head + len };

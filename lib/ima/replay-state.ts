@@ -36,8 +36,9 @@ export function parseReplayState(state: unknown): CheckedReplayState {
     (s) => s === 'perbank' || s === 'padded',
   ) as ExtendScheme[];
   const count = state.count;
-  if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0)
+  if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0) {
     bad('count is not a safe integer ≥ 0');
+  }
   if (!isObject(state.pcrs)) bad('pcrs is not an object');
 
   const pcrs: CheckedReplayState['pcrs'] = {};

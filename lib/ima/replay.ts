@@ -193,9 +193,11 @@ export class PcrReplay {
     if (!violation) this.hashRecord(rec);
     for (const chain of this.order) {
       const slot = this.slot(chain, pcr);
-      if (violation)
+      if (violation) {
         slot.fill(0xff, chain.size, chain.size + (chain.padded ? LEGACY_DIGEST_SIZE : chain.size));
-      else slot.set(chain.padded ? this.last.get('sha1')! : this.last.get(chain.bank)!, chain.size);
+      } else {
+        slot.set(chain.padded ? this.last.get('sha1')! : this.last.get(chain.bank)!, chain.size);
+      }
       chain.extend(slot);
     }
     this.n++;

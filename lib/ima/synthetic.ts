@@ -125,8 +125,9 @@ function templateDataFor(
     );
   }
   const digest = violation ? new Uint8Array(32) : draw.bytes(32);
-  if (name === 'ima-sig')
+  if (name === 'ima-sig') {
     return buildImaSig({ alg: 'sha256', digest, name: fileName, sig: signature(draw) }, byteOrder);
+  }
   if (name === 'ima-buf') {
     const buf = Buffer.from(`synthetic-${draw.int(1e9).toString(16)}-${'x'.repeat(draw.int(200))}`);
     const bufDigest = violation ? digest : oneShotHash('sha256', buf, 'buffer');

@@ -67,8 +67,9 @@ export function splitFields(data: Uint8Array, count: number, littleEndian: boole
     if (data.byteLength - pos < 4) return `field ${i + 1} of ${count}: length missing at +${pos}`;
     const len = view.getUint32(pos, littleEndian);
     pos += 4;
-    if (len > data.byteLength - pos)
+    if (len > data.byteLength - pos) {
       return `field ${i + 1} of ${count}: length ${len} overruns data at +${pos}`;
+    }
     fields.push(data.subarray(pos, pos + len));
     pos += len;
   }
@@ -86,8 +87,9 @@ export function splitLegacy(
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const len = view.getUint32(LEGACY_DIGEST_SIZE, littleEndian);
   if (len > LEGACY_NAME_MAX) return `legacy ima name length ${len} exceeds ${LEGACY_NAME_MAX}`;
-  if (len !== data.byteLength - LEGACY_DIGEST_SIZE - 4)
+  if (len !== data.byteLength - LEGACY_DIGEST_SIZE - 4) {
     return `legacy ima name length ${len} does not fill the data`;
+  }
 
   return { fileDigest: data.subarray(0, LEGACY_DIGEST_SIZE), name: data.subarray(LEGACY_DIGEST_SIZE + 4) };
 }
@@ -139,8 +141,9 @@ function walkFields(
       ? (data[pos]! | (data[pos + 1]! << 8) | (data[pos + 2]! << 16) | (data[pos + 3]! << 24)) >>> 0
       : ((data[pos]! << 24) | (data[pos + 1]! << 16) | (data[pos + 2]! << 8) | data[pos + 3]!) >>> 0;
     pos += 4;
-    if (len > n - pos)
+    if (len > n - pos) {
       return badData(`${name}: field ${i + 1} of ${ids.length}: length ${len} overruns data`);
+    }
     if (checkDigests && PREFIXED.has(ids[i]!)) {
       const problem = prefixedDigestProblem(data.subarray(pos, pos + len));
       if (problem !== undefined) return { code: 'IMS_IMA_BAD_FIELD', message: `${ids[i]}: ${problem}` };
