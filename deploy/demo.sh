@@ -13,10 +13,14 @@ cd "$ROOT"
 
 bash deploy/install.sh >&2
 
+# Capture first, then match: `status | grep -q` under pipefail can fail on SIGPIPE and would make
+# a running stack look stopped (and then be stopped at the end).
 started_stack=0
-if ! bash deploy/stack.sh status 2>/dev/null | grep -q 'kafka: running'; then
-  started_stack=1
-fi
+stack_status=$(bash deploy/stack.sh status 2>&1 || true)
+case "$stack_status" in
+  *'kafka: running'*) ;;
+  *) started_stack=1 ;;
+esac
 t0=$(date +%s%3N)
 bash deploy/stack.sh up >&2
 t1=$(date +%s%3N)
