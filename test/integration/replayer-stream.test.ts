@@ -162,12 +162,20 @@ describe('replayer on Kafka and Redis', () => {
     await produce(producer, TOPIC.measurements, 'LogRecord', records(AFTER_POISON, 0, 3));
 
     await docAt(AFTER_POISON, 3);
-    const letters = await eventually('two dead letters', () => {
-      const l = deadLetters.seen.filter((s) => s.key === POISONED);
-      return l.length >= 2 ? l : undefined;
+    // Every group reading ima.measurements (other tests, the demo) dead-letters them too: judge
+    // each poisoned message once, by its offset.
+    const byOffset = await eventually('a dead letter per poisoned message', () => {
+      const m = new Map(
+        deadLetters.seen.filter((s) => s.key === POISONED).map((l) => [Number(l.value.offset), l.value]),
+      );
+      return m.size >= 2 ? m : undefined;
     });
-    assert.deepEqual(letters.map((l) => l.value.reason).sort(), ['IMS_WIRE_DECODE', 'IMS_WIRE_OVERSIZED']);
-    assert.ok(letters.every((l) => l.value.topic === TOPIC.measurements));
+    const [first, second] = [...byOffset.keys()].sort((a, b) => a - b);
+    assert.equal(byOffset.size, 2);
+    assert.equal(second, first! + 1);
+    assert.equal(byOffset.get(first!)?.reason, 'IMS_WIRE_DECODE');
+    assert.equal(byOffset.get(second!)?.reason, 'IMS_WIRE_OVERSIZED');
+    assert.ok([...byOffset.values()].every((l) => l.topic === TOPIC.measurements));
     assert.equal((await doc(POISONED))?.nextSeq, 0);
   });
 });
