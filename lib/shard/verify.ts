@@ -2,6 +2,7 @@ import { bytesEqual, isAllZero, toHex } from '../bytes/hex.ts';
 import { isImastreamError } from '../errors.ts';
 import type { ExtendScheme } from '../ima/replay.ts';
 import type { Attest } from '../tpm/attest.ts';
+import { checkBootAggregate } from './boot-aggregate.ts';
 import { decodeShard } from './decode.ts';
 import { computeShardDigest, storedShardDigest } from './format.ts';
 import { checkAk, checkClosingQuote, checkCounters, trustedAkArea } from './quote-check.ts';
@@ -147,7 +148,8 @@ function checkStart(shard: SealedShard, prev: Previous | undefined): ShardFailur
   const fail = (message: string): ShardFailure[] => [{ code: 'SHARD_START_MISMATCH', message }];
   if (shard.startSeq === 0) {
     if (!allZero(shard.startPcrs)) return fail('a boot starts from all-zero PCRs');
-    return checkBootAggregateFirst(shard) ? [] : fail('the first record of a boot is not boot_aggregate');
+    const problem = checkBootAggregateFirst(shard);
+    return problem === undefined ? [] : fail(problem);
   }
   if (prev?.shard !== undefined && !samePcrValues(shard.startPcrs, prev.shard.closingQuote.pcrs)) {
     return fail("start PCRs differ from the previous shard's quoted PCRs");
@@ -156,12 +158,24 @@ function checkStart(shard: SealedShard, prev: Previous | undefined): ShardFailur
   return [];
 }
 
-function checkBootAggregateFirst(shard: SealedShard): boolean {
-  if (shard.records.length === 0) return true;
+/**
+ * The first record of a boot must be boot_aggregate; when the closing quote covers PCRs 0–7 (0–9)
+ * of its bank, its digest must match them too. Quoted values are trusted only if the quote
+ * verified, which the quote check reports separately.
+ */
+function checkBootAggregateFirst(shard: SealedShard): string | undefined {
+  if (shard.records.length === 0) return undefined;
+  const littleEndian = shard.recordFormat.byteOrder === 'le';
   const { records } = parseShardRecords(shard.records.slice(0, 1), shard.recordFormat, 0);
   const first = records[0];
+  if (first === undefined || eventName(first, littleEndian) !== 'boot_aggregate') {
+    return 'the first record of a boot is not boot_aggregate';
+  }
+  if (checkBootAggregate(first, shard.closingQuote.pcrs, littleEndian) === 'mismatch') {
+    return 'boot_aggregate does not match the quoted PCRs 0-9';
+  }
 
-  return first !== undefined && eventName(first, shard.recordFormat.byteOrder === 'le') === 'boot_aggregate';
+  return undefined;
 }
 
 /** Replays the records and records failures; returns the scheme found (null when undecidable). */

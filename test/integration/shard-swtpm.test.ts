@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { hash } from '../../lib/hash.ts';
 import { parseBinaryLog } from '../../lib/ima/binary.ts';
 import { templateDigestOf } from '../../lib/ima/digest.ts';
-import { encodeBinaryRecord } from '../../lib/ima/encode.ts';
+import { buildImaNg, encodeBinaryRecord } from '../../lib/ima/encode.ts';
 import type { ImaRecord } from '../../lib/ima/record.ts';
 import { generateLog } from '../../lib/ima/synthetic.ts';
 import type { PcrValues } from '../../lib/pcr.ts';
@@ -22,7 +23,8 @@ import { Swtpm } from '../helpers/swtpm.ts';
  */
 const RECORDS = 18;
 const CUT = 6;
-const SELECTION = 'sha1:10+sha256:10';
+/** PCRs 0–9 of SHA-256 too, so the boot_aggregate of the first shard is checked against the quote. */
+const SELECTION = 'sha1:10+sha256:0,1,2,3,4,5,6,7,8,9,10';
 
 function zeros(): PcrValues {
   return new Map([
@@ -43,6 +45,7 @@ describe('sealed shards from swtpm', () => {
       tpm.pcrExtend(m.pcr, { sha1: templateDigestOf(m, 'sha1'), sha256: templateDigestOf(m, 'sha256') });
 
     const { records } = generateLog({ records: RECORDS, seed: 11 });
+    records[0] = await bootAggregate(tpm);
     const shards: SealedShard[] = [];
     const files: Uint8Array[] = [];
     let start = zeros();
@@ -84,6 +87,22 @@ describe('sealed shards from swtpm', () => {
       [[], ['SHARD_REPLAY_MISMATCH'], []],
     );
 
+    // A boot_aggregate that does not match the quoted PCRs 0-9.
+    const wrongBoot = { ...shards[0]!, records: [...shards[0]!.records] };
+    const otherData = buildImaNg({
+      alg: 'sha256',
+      digest: new Uint8Array(32).fill(1),
+      name: 'boot_aggregate',
+    });
+    wrongBoot.records[0] = encodeBinaryRecord({
+      ...records[0]!,
+      templateData: otherData,
+      templateDigest: hash('sha1', otherData),
+    });
+    const boot = await verifyShardChain([encodeShard(wrongBoot)], { trustedAk: ak.public });
+    const startFailure = boot.shards[0]!.failures.find((f) => f.code === 'SHARD_START_MISMATCH');
+    assert.match(startFailure?.message ?? '', /boot_aggregate does not match the quoted PCRs/);
+
     // The same change without resealing is an integrity failure.
     const raw = files.map((f) => f.slice());
     raw[1]![100] = (raw[1]![100] as number) ^ 0x01;
@@ -123,6 +142,21 @@ async function cut(
   await log.deleteStaged();
 
   return shard;
+}
+
+/** The boot_aggregate a ≥ 5.8 kernel would log on this TPM: SHA-256 over PCRs 0–9. */
+async function bootAggregate(tpm: Swtpm): Promise<ImaRecord> {
+  const firmware = (await tpm.pcrRead('sha256:0,1,2,3,4,5,6,7,8,9')).get('sha256')!;
+  const digest = hash('sha256', ...[...firmware.keys()].sort((a, b) => a - b).map((i) => firmware.get(i)!));
+  const templateData = buildImaNg({ alg: 'sha256', digest, name: 'boot_aggregate' });
+
+  return {
+    pcr: 10,
+    templateName: 'ima-ng',
+    templateData,
+    templateDigest: hash('sha1', templateData),
+    offset: 0,
+  };
 }
 
 function changedRecord(original: ImaRecord): Uint8Array {
