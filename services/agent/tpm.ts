@@ -189,10 +189,9 @@ async function createPersistentAk(tpm: TpmTools, akHandle: string, akAlg: AkAlg)
   // Each tool loads what it needs from the saved context files and is flushed after, so no more
   // than two objects are ever loaded at once (swtpm has three slots: 0x902 otherwise).
   await tpm.tool('tpm2_createek', ['-c', tpm.file('ek.ctx'), '-G', 'rsa', '-u', tpm.file('ek.pub')]);
-  await tpm.tool('tpm2_createak', [
-    '-C', tpm.file('ek.ctx'), '-c', tpm.file('ak.ctx'), '-G', keyAlg, '-g', 'sha256', '-s', sigScheme,
-    '-u', tpm.file('ak.tmp.pub'), '-n', tpm.file('ak.tmp.name'),
-  ]);
+  const keys = ['-G', keyAlg, '-g', 'sha256', '-s', sigScheme];
+  const files = ['-C', tpm.file('ek.ctx'), '-c', tpm.file('ak.ctx'), '-u', tpm.file('ak.tmp.pub')];
+  await tpm.tool('tpm2_createak', [...files, ...keys, '-n', tpm.file('ak.tmp.name')]);
   await tpm.tool('tpm2_evictcontrol', ['-C', 'o', '-c', tpm.file('ak.ctx'), akHandle]);
 }
 

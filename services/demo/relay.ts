@@ -86,7 +86,10 @@ export class TamperRelay {
     const { kind, seq } = this.tamper;
     const send = (r: LogRecord): Out => ({ key, value: encode('LogRecord', r) });
     if (kind === 'change' && rec.seq === seq) return [send(this.note(changed(rec)))];
-    if (kind === 'drop' && rec.seq === seq) return (this.note(rec), []);
+    if (kind === 'drop' && rec.seq === seq) {
+      this.note(rec);
+      return [];
+    }
     if (kind === 'insert' && rec.seq >= seq) {
       const moved = { ...rec, seq: rec.seq + 1 };
       return rec.seq === seq && !this.wasDone(rec)

@@ -66,7 +66,9 @@ export class Tap {
 
   /** The newest nonce epoch seen (by epoch number). */
   latestNonce(): NonceEpoch | undefined {
-    const epochs = this.seen.filter((t) => t.msg.schema === 'NonceEpoch').map((t) => t.msg.value as NonceEpoch);
+    const epochs = this.seen
+      .filter((t) => t.msg.schema === 'NonceEpoch')
+      .map((t) => t.msg.value as NonceEpoch);
     return epochs.sort((a, b) => b.epoch - a.epoch)[0];
   }
 
