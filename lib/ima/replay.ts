@@ -10,7 +10,6 @@ import {
   templateDigestOf,
   violationDigest,
 } from './digest.ts';
-import { sha1Into, sha256Extend64, sha256Into } from './fast-hash.ts';
 import { type ImaRecord, isViolation, LEGACY_DIGEST_SIZE, LEGACY_IMA } from './record.ts';
 import { parseReplayState } from './replay-state.ts';
 
@@ -67,26 +66,15 @@ function newChain(bank: HashAlg, padded: boolean): Chain {
 }
 
 /**
- * SHA-1 and SHA-256 extends run in TypeScript: on 40 or 64 bytes the call into node:crypto costs
- * more than the hash (see fast-hash.ts and bench/replay.ts). Other banks use node:crypto.
+ * Hashing goes through node:crypto's one-shot `hash()`, which skips the Hash object that
+ * `createHash` builds per call; on 40- to 64-byte extend inputs that object costs more than the
+ * hash itself (bench/replay.ts). The primitive itself is never ours to write.
  */
-/**
- * Inputs of up to two blocks (< 120 bytes: most ima-ng records) hash faster in TypeScript than
- * through node:crypto; longer ones (signatures, buffers) go to node:crypto. Measured on the
- * 2-core benchmark machine: about 10 % less CPU per record than 56 or 200.
- */
-const SMALL_INPUT = 120;
-
 function digestInto(alg: HashAlg, input: Uint8Array, out: Uint8Array): void {
-  if (input.byteLength < SMALL_INPUT && alg === 'sha1') sha1Into(input, out, 0);
-  else if (input.byteLength < SMALL_INPUT && alg === 'sha256') sha256Into(input, out, 0);
-  else out.set(oneShotHash(alg, input, 'buffer'), 0);
+  out.set(oneShotHash(alg, input, 'buffer'), 0);
 }
 
 function extender(bank: HashAlg): (slot: Uint8Array) => void {
-  if (bank === 'sha1') return (slot) => sha1Into(slot, slot, 0);
-  if (bank === 'sha256') return sha256Extend64;
-
   return (slot) => slot.set(oneShotHash(bank, slot, 'buffer'), 0);
 }
 
