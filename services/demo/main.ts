@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { Fleet, type FleetHostSpec } from './fleet.ts';
 import { REPO_DIR } from './host.ts';
-import { CORPUS_LOGS, corpusLog, DEFAULT_CAP, type LogSource, loadLog } from './logs.ts';
+import { CORPUS_LOGS, corpusLog, DEFAULT_CAP, type LogSource, loadLog, syntheticLog } from './logs.ts';
 import { Observer } from './observer.ts';
 import { Pipeline } from './pipeline.ts';
 import { type HostRow, printTable, rowOf } from './report.ts';
@@ -42,6 +42,11 @@ interface DemoResult {
 
 async function main(): Promise<number> {
   const { values: v } = parseArgs({ args: process.argv.slice(2), options: OPTIONS, strict: true });
+  if (!['change', 'drop', 'reorder', 'insert'].includes(v.tamper) || !(Number(v.hosts) >= 1)) {
+    process.stderr.write('usage: demo [--json] [--hosts N] [--log FILE]... [--cap N] [--timeout S]\n');
+    process.stderr.write('            [--quote-interval S] [--tamper change|drop|reorder|insert]\n');
+    return 2;
+  }
   const brokers = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
   const redisUrl = process.env.IMASTREAM_REDIS_URL ?? 'redis://127.0.0.1:6379';
   const runId = randomUUID().slice(0, 8);
@@ -115,7 +120,13 @@ function fleetSpecs(
   const sources: LogSource[] =
     logs.length > 0
       ? logs.map((path) => loadLog(path, undefined, cap))
-      : CORPUS_LOGS.slice(0, honest).map((l) => corpusLog(l.path, l.digestAlg, cap));
+      : Array.from({ length: honest }, (_, i) => {
+          const l = CORPUS_LOGS[i];
+          // More hosts than corpus logs: the rest play generated logs (with a few violations).
+          return l === undefined
+            ? syntheticLog(Math.min(cap, 1000), i, [3, 200])
+            : corpusLog(l.path, l.digestAlg, cap);
+        });
   const specs: FleetHostSpec[] = sources.map((source, i) => ({ hostId: `demo-${runId}-h${i + 1}`, source }));
   const victim = corpusLog(
     'kunpengsecl/ascii_runtime_measurements_ima-ng_sha1_orig',
