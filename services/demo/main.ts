@@ -56,7 +56,7 @@ async function main(): Promise<number> {
 
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
-  const pipeline = await Pipeline.start(runId, logDir, brokers, { env });
+  const pipeline = await Pipeline.start(runId, logDir, brokers, { env, deadlineMs: 60_000 });
   const services = pipeline.services;
   say(`run ${runId}: ${services.length} pipeline processes, ${specs.length} hosts, logs in ${logDir}`);
   const observer = new Observer(
