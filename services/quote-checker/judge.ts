@@ -70,7 +70,7 @@ export type Judgement =
   | { ok: false; alerts: Alert[]; reasons: string[] };
 
 /** The Quote record as PIPELINE.md has it: with the PCR values the agent read alongside. */
-export type QuoteWithPcrs = Quote & { pcrs?: PcrValue[] | null };
+export type QuoteWithPcrs = Omit<Quote, 'pcrs'> & { pcrs?: PcrValue[] | null };
 
 /** Identity of a quote's signed bytes: a replayed quote has the same hash under any quoteId. */
 export function attestHashOf(attest: Uint8Array): string {

@@ -215,6 +215,11 @@ export interface Quote {
   nonce: Buffer;
   /** Nonce epoch used, when the nonce came from ima.nonces. */
   nonceEpoch: number | null;
+  /**
+   * PCR values the agent read with the quote (scheme tpm). Untrusted until their digest over the quote's
+   * selection equals the verified pcrDigest; then they tell which bank and PCR diverge.
+   */
+  pcrs: PcrValue[];
   /** Agent wall clock, ms since the epoch. */
   at: number;
 }
@@ -233,6 +238,27 @@ export interface QuoteTaken {
   /** Id of the Quote on ima.quotes. */
   quoteId: string;
   /** Agent wall clock, ms since the epoch. */
+  at: number;
+}
+
+/**
+ * Asks a host's agent to resend a range of one boot's records from its archive (after a sequence gap).
+ * Published on ima.challenges, keyed by hostId.
+ */
+export interface ResendRequest {
+  /** Host whose agent must resend; also the Kafka key. */
+  hostId: string;
+  /** Boot the range belongs to. */
+  bootId: string;
+  /** First seq to resend. */
+  fromSeq: number;
+  /** One past the last seq to resend (exclusive). */
+  toSeq: number;
+  /** Deterministic id of the request, so duplicates are recognisable. */
+  requestId: string;
+  /** Why the range is wanted (an alert kind such as SEQUENCE_GAP). */
+  reason: string;
+  /** Wall clock of the requester, ms since the epoch. */
   at: number;
 }
 
@@ -301,6 +327,7 @@ export interface RecordTypes {
   NonceEpoch: NonceEpoch;
   Quote: Quote;
   QuoteTaken: QuoteTaken;
+  ResendRequest: ResendRequest;
   SnapshotEvent: SnapshotEvent;
   Verdict: Verdict;
 }

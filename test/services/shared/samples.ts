@@ -37,6 +37,7 @@ export const SAMPLES: RecordTypes = {
     akName: Buffer.alloc(34, 1),
     nonce: Buffer.alloc(16, 2),
     nonceEpoch: null,
+    pcrs: [{ scheme: 'tpm', bank: 'sha256', pcr: 10, value: Buffer.alloc(32, 3) }],
     at: 4,
   },
   Checkpoint: {
@@ -86,6 +87,15 @@ export const SAMPLES: RecordTypes = {
   },
   NonceEpoch: { epoch: 17, nonce: Buffer.alloc(32, 9), issuedAt: 9, validUntil: 39 },
   Challenge: { hostId: 'host-1', requestId: 'r-1', nonce: Buffer.alloc(32, 6), at: 10 },
+  ResendRequest: {
+    hostId: 'host-1',
+    bootId: 'b0a1:3',
+    fromSeq: 990,
+    toSeq: 1000,
+    requestId: 'gap-b0a1:3-990',
+    reason: 'SEQUENCE_GAP',
+    at: 12,
+  },
   DeadLetter: {
     topic: 'ima.measurements',
     partition: 3,
