@@ -17,7 +17,6 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run: Com
   'quote-checker': { summary: 'run a quote-checker', load: () => import('./commands/quote-checker.ts') },
   nonces: { summary: 'run the nonce service', load: () => import('./commands/nonces.ts') },
   alerts: { summary: 'print alerts as they arrive', load: () => import('./commands/alerts.ts') },
-  enroller: { summary: 'run the AK enrolment service', load: () => import('./commands/enroller.ts') },
 };
 
 function usage(io: CliIO): void {
