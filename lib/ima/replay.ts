@@ -56,13 +56,20 @@ interface Chain {
   bank: HashAlg;
   size: number;
   padded: boolean;
-  pcrs: Map<number, Uint8Array>;
-  /** Replaces slot[0..size) with H_bank(slot). */
-  extend: (slot: Uint8Array) => void;
+  /** Indexed by PCR (0–23); undefined for a PCR never extended. An array: looked up per record. */
+  slots: (Uint8Array | undefined)[];
 }
 
 function newChain(bank: HashAlg, padded: boolean): Chain {
-  return { bank, size: digestSize(bank), padded, pcrs: new Map(), extend: extender(bank) };
+  return { bank, size: digestSize(bank), padded, slots: new Array(MAX_REPLAY_PCR + 1).fill(undefined) };
+}
+
+/** The PCR indexes a chain has extended, ascending. */
+function extendedPcrs(chain: Chain): number[] {
+  const out: number[] = [];
+  for (let pcr = 0; pcr < chain.slots.length; pcr++) if (chain.slots[pcr] !== undefined) out.push(pcr);
+
+  return out;
 }
 
 /**
@@ -75,10 +82,6 @@ function newChain(bank: HashAlg, padded: boolean): Chain {
 function digestInto(alg: HashAlg, input: Uint8Array, out: Uint8Array): void {
   const bytes = oneShotHash(alg, input, 'binary');
   for (let i = 0; i < bytes.length; i++) out[i] = bytes.charCodeAt(i);
-}
-
-function extender(bank: HashAlg): (slot: Uint8Array) => void {
-  return (slot) => digestInto(bank, slot, slot);
 }
 
 /**
@@ -96,12 +99,14 @@ export class PcrReplay {
   private order: Chain[] = [];
   /** scheme → bank → chain, for lookups without building a key string. */
   private lookup: Record<ExtendScheme, Map<HashAlg, Chain>> = { perbank: new Map(), padded: new Map() };
+  /** The algorithms the template data is hashed in, one reused output array each. */
   private algs: HashAlg[] = [];
+  private digests: Uint8Array[] = [];
+  /** Per chain in `order`: the index in `digests` of the digest it extends. */
+  private digestOf: number[] = [];
+  /** Whether `digests` holds the last record's template digests (not after a violation). */
+  private hashed = false;
   private n = 0;
-  /** Per-bank template digests of the last record (undefined for a violation). */
-  private last = new Map<HashAlg, Uint8Array>();
-  /** One reused output array per algorithm, so hashing a record allocates nothing. */
-  private readonly digestOut = new Map<HashAlg, Uint8Array>();
   private readonly legacyScratch = new Uint8Array(LEGACY_HASHED_SIZE);
 
   constructor(opts: { banks?: readonly HashAlg[]; schemes?: readonly ExtendScheme[] } = {}) {
@@ -122,7 +127,11 @@ export class PcrReplay {
       const [scheme, bank] = key.split(':') as [ExtendScheme, HashAlg];
       this.lookup[scheme].set(bank, chain);
     }
-    this.algs = [...new Set(this.order.map((c) => (c.padded ? 'sha1' : c.bank)))];
+    const needs = this.order.map((c) => (c.padded ? 'sha1' : c.bank));
+    this.algs = [...new Set(needs)];
+    this.digests = this.algs.map((alg) => new Uint8Array(digestSize(alg)));
+    this.digestOf = needs.map((alg) => this.algs.indexOf(alg));
+    this.hashed = false;
   }
 
   private chainFor(scheme: ExtendScheme, bank: HashAlg): Chain {
@@ -157,7 +166,7 @@ export class PcrReplay {
     for (const [pcr, value] of Object.entries(values)) {
       const buf = new Uint8Array(2 * chain.size);
       buf.set(value, 0);
-      chain.pcrs.set(Number(pcr), buf);
+      chain.slots[Number(pcr)] = buf;
     }
   }
 
@@ -179,17 +188,18 @@ export class PcrReplay {
     if (!Number.isInteger(pcr) || pcr < 0 || pcr > MAX_REPLAY_PCR) {
       throw new ImastreamError('IMS_IMA_BAD_PCR', `PCR index ${pcr} out of range`, { details: { pcr } });
     }
-    this.last.clear();
     const violation = isViolation(rec);
+    this.hashed = !violation;
     if (!violation) this.hashRecord(rec);
-    for (const chain of this.order) {
-      const slot = this.slot(chain, pcr);
+    for (let i = 0; i < this.order.length; i++) {
+      const chain = this.order[i]!;
+      const slot = chain.slots[pcr] ?? this.newSlot(chain, pcr);
       if (violation) {
         slot.fill(0xff, chain.size, chain.size + (chain.padded ? LEGACY_DIGEST_SIZE : chain.size));
       } else {
-        slot.set(chain.padded ? this.last.get('sha1')! : this.last.get(chain.bank)!, chain.size);
+        slot.set(this.digests[this.digestOf[i]!]!, chain.size);
       }
-      chain.extend(slot);
+      digestInto(chain.bank, slot, slot);
     }
     this.n++;
   }
@@ -200,23 +210,12 @@ export class PcrReplay {
       rec.templateName === LEGACY_IMA
         ? legacyHashInput(rec.templateData, this.legacyScratch)
         : rec.templateData;
-    for (const alg of this.algs) {
-      let out = this.digestOut.get(alg);
-      if (out === undefined) {
-        out = new Uint8Array(digestSize(alg));
-        this.digestOut.set(alg, out);
-      }
-      digestInto(alg, input, out);
-      this.last.set(alg, out);
-    }
+    for (let i = 0; i < this.algs.length; i++) digestInto(this.algs[i]!, input, this.digests[i]!);
   }
 
-  private slot(chain: Chain, pcr: number): Uint8Array {
-    let slot = chain.pcrs.get(pcr);
-    if (slot === undefined) {
-      slot = new Uint8Array(2 * chain.size);
-      chain.pcrs.set(pcr, slot);
-    }
+  private newSlot(chain: Chain, pcr: number): Uint8Array {
+    const slot = new Uint8Array(2 * chain.size);
+    chain.slots[pcr] = slot;
 
     return slot;
   }
@@ -227,7 +226,7 @@ export class PcrReplay {
    * The array is reused by the next extend(): read it before then, or copy it.
    */
   lastTemplateDigest(alg: HashAlg): Uint8Array | undefined {
-    return this.last.get(alg);
+    return this.hashed ? this.digests[this.algs.indexOf(alg)] : undefined;
   }
 
   private chain(scheme: ExtendScheme, bank: HashAlg): Chain {
@@ -240,7 +239,7 @@ export class PcrReplay {
   /** The running value of one PCR (a copy); zeros if the log never extended it. */
   value(scheme: ExtendScheme, bank: HashAlg, pcr: number): Uint8Array {
     const chain = this.chain(scheme, bank);
-    const slot = chain.pcrs.get(pcr);
+    const slot = chain.slots[pcr];
 
     return slot === undefined ? new Uint8Array(chain.size) : slot.slice(0, chain.size);
   }
@@ -248,7 +247,7 @@ export class PcrReplay {
   /** Whether one PCR's running value equals `expected`, without copying. */
   equals(scheme: ExtendScheme, bank: HashAlg, pcr: number, expected: Uint8Array): boolean {
     const chain = this.chain(scheme, bank);
-    const slot = chain.pcrs.get(pcr);
+    const slot = chain.slots[pcr];
     if (expected.byteLength !== chain.size) return false;
     if (slot === undefined) return expected.every((b) => b === 0);
     for (let i = 0; i < chain.size; i++) if (slot[i] !== expected[i]) return false;
@@ -262,8 +261,7 @@ export class PcrReplay {
     for (const bank of this.bankList) {
       const chain = this.chain(scheme, bank);
       const values: PcrBank = new Map();
-      for (const pcr of [...chain.pcrs.keys()].sort((a, b) => a - b))
-        values.set(pcr, this.value(scheme, bank, pcr));
+      for (const pcr of extendedPcrs(chain)) values.set(pcr, this.value(scheme, bank, pcr));
       out.set(bank, values);
     }
 
@@ -285,8 +283,8 @@ export class PcrReplay {
       for (const bank of this.bankList) {
         const chain = this.chain(scheme, bank);
         const values: Record<string, string> = {};
-        for (const pcr of [...chain.pcrs.keys()].sort((a, b) => a - b)) {
-          values[String(pcr)] = toHex(chain.pcrs.get(pcr)!.subarray(0, chain.size));
+        for (const pcr of extendedPcrs(chain)) {
+          values[String(pcr)] = toHex(chain.slots[pcr]!.subarray(0, chain.size));
         }
         banks[bank] = values;
       }
@@ -303,7 +301,7 @@ export class PcrReplay {
     for (const [key, chain] of this.chains) {
       let c = copies.get(chain);
       if (c === undefined) {
-        c = { ...chain, pcrs: new Map([...chain.pcrs].map(([pcr, slot]) => [pcr, slot.slice()])) };
+        c = { ...chain, slots: chain.slots.map((slot) => slot?.slice()) };
         copies.set(chain, c);
       }
       copy.chains.set(key, c);
@@ -316,10 +314,10 @@ export class PcrReplay {
 
 function sameValues(chain: Chain, values: Record<string, Uint8Array>): boolean {
   const keys = Object.keys(values);
-  if (keys.length !== chain.pcrs.size) return false;
+  if (keys.length !== extendedPcrs(chain).length) return false;
 
   return keys.every((k) => {
-    const slot = chain.pcrs.get(Number(k));
+    const slot = chain.slots[Number(k)];
     return slot !== undefined && bytesEqual(slot.subarray(0, chain.size), values[k]!);
   });
 }
