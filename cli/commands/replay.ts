@@ -163,12 +163,16 @@ async function replayFile(opts: Options): Promise<Summary> {
     expectations: [],
   };
 
+  const templates = new TemplateCounter();
   const onRecord = (rec: ImaRecord) => {
     replay.extend(rec);
-    tracker.observe();
+    tracker.observe(rec.pcr);
     s.records++;
-    s.templates[rec.templateName] = (s.templates[rec.templateName] ?? 0) + 1;
-    if (isViolation(rec)) s.violations++;
+    templates.add(rec.templateName);
+    if (isViolation(rec)) {
+      s.violations++;
+      return;
+    }
     const alg = checkAlg(s.digestAlg, rec);
     const mismatch = checkTemplateDigest(rec, alg, replay.lastTemplateDigest(alg));
     if (mismatch !== undefined && s.digestMismatches.count++ < LIST_MAX)
@@ -183,11 +187,40 @@ async function replayFile(opts: Options): Promise<Summary> {
     onRecord,
   );
   s.format = format;
+  s.templates = templates.counts();
   s.problems = problems;
   s.pcrs = replay.state().pcrs;
   s.expectations = tracker.results();
 
   return s;
+}
+
+/** Counts records per template name; a log repeats one name in runs, so a run is counted at once. */
+class TemplateCounter {
+  private readonly total = new Map<string, number>();
+  private name: string | undefined;
+  private run = 0;
+
+  add(name: string): void {
+    if (name === this.name) {
+      this.run++;
+      return;
+    }
+    this.flush();
+    this.name = name;
+    this.run = 1;
+  }
+
+  counts(): Record<string, number> {
+    this.flush();
+    return Object.fromEntries(this.total);
+  }
+
+  private flush(): void {
+    if (this.name !== undefined) this.total.set(this.name, (this.total.get(this.name) ?? 0) + this.run);
+    this.name = undefined;
+    this.run = 0;
+  }
 }
 
 /** Streams the file through the incremental parser; the whole log is never in memory. */
@@ -207,7 +240,10 @@ async function streamRecords(
         const digestAlg = opts.digestAlg ?? (format === 'binary' ? 'sha1' : undefined);
         parser = createLogParser(format, { digestAlg, byteOrder: opts.byteOrder });
       }
-      for (const rec of parser.push(chunk as Buffer)) onRecord(rec);
+      // A plain Uint8Array view, so every byte array the replay touches has one shape (a mix
+      // of Buffer and Uint8Array makes the per-record byte loops polymorphic, hence slower).
+      const bytes = new Uint8Array((chunk as Buffer).buffer, (chunk as Buffer).byteOffset, chunk.length);
+      for (const rec of parser.push(bytes)) onRecord(rec);
     }
   } catch (err) {
     if (err instanceof ImastreamError) throw err;

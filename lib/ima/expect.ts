@@ -58,13 +58,20 @@ export class ExpectationTracker {
     this.observe();
   }
 
-  /** Checks the replay's current values; call after every extend. */
-  observe(): void {
+  /**
+   * Checks the replay's current values; call after every extend. `touched`, the PCR the last
+   * record extended, limits the check to expectations on that PCR: no other value changed.
+   */
+  observe(touched?: number): void {
     if (this.open === 0) return;
-    for (const r of this.found) {
+    const schemes = this.replay.schemes;
+    for (let i = 0; i < this.found.length; i++) {
+      const r = this.found[i]!;
       if (r.matchedAt !== null) continue;
       const { bank, pcr, value } = r.expectation;
-      for (const scheme of this.replay.schemes) {
+      if (touched !== undefined && pcr !== touched) continue;
+      for (let j = 0; j < schemes.length; j++) {
+        const scheme = schemes[j]!;
         if (!this.replay.equals(scheme, bank, pcr, value)) continue;
         r.matchedAt = this.replay.count;
         r.scheme = scheme;
@@ -94,7 +101,7 @@ export function matchExpectations(
   const tracker = new ExpectationTracker(replay, expectations);
   for (const rec of records) {
     replay.extend(rec);
-    tracker.observe();
+    tracker.observe(rec.pcr);
   }
 
   return { results: tracker.results(), replay };
