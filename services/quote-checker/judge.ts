@@ -69,9 +69,6 @@ export type Judgement =
   | { ok: true; quote: AcceptedQuote }
   | { ok: false; alerts: Alert[]; reasons: string[] };
 
-/** The Quote record as PIPELINE.md has it: with the PCR values the agent read alongside. */
-export type QuoteWithPcrs = Omit<Quote, 'pcrs'> & { pcrs?: PcrValue[] | null };
-
 /** Identity of a quote's signed bytes: a replayed quote has the same hash under any quoteId. */
 export function attestHashOf(attest: Uint8Array): string {
   return createHash('sha256').update(attest).digest('hex');
@@ -88,7 +85,7 @@ const MALFORMED_FAILURES = new Set(['QUOTE_BAD_MAGIC', 'QUOTE_NOT_A_QUOTE']);
  * pcrDigest (MALFORMED_QUOTE). Every failed check raises its alert; nothing here is trusted unless
  * the result is ok.
  */
-export async function judgeQuote(quote: QuoteWithPcrs, ctx: QuoteContext): Promise<Judgement> {
+export async function judgeQuote(quote: Quote, ctx: QuoteContext): Promise<Judgement> {
   const found = new Findings(quote, ctx.now);
   const ak = ctx.enrollment;
   if (ak === null || REFUSED_STATUS.has(ak.status) || !bytesEqual(ak.akName, quote.akName)) {
@@ -171,13 +168,8 @@ function clockFailures(last: LastQuote | null, attest: Attest): ClockFailure[] {
  * The shipped PCR values, trusted only when they hash to the verified pcrDigest, ordered as the
  * quote selected them. Null when none were shipped.
  */
-function trustedPcrs(
-  quote: QuoteWithPcrs,
-  attest: Attest,
-  hashAlg: HashAlg,
-  found: Findings,
-): PcrValue[] | null {
-  const shipped = (quote.pcrs ?? []).filter((p) => p.scheme === 'tpm' && isHashAlg(p.bank));
+function trustedPcrs(quote: Quote, attest: Attest, hashAlg: HashAlg, found: Findings): PcrValue[] | null {
+  const shipped = quote.pcrs.filter((p) => p.scheme === 'tpm' && isHashAlg(p.bank));
   if (shipped.length === 0 || attest.quote === undefined) return null;
   const values: PcrValues = new Map();
   for (const p of shipped) {

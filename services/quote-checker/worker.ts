@@ -10,11 +10,11 @@ import { type PcrValueJson, pcrsFromJson, pcrsToJson } from '../replayer/pcrs.ts
 import { decode, encode } from '../shared/codec.ts';
 import type { ImsProducer, InMessage } from '../shared/kafka.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { Alert, Checkpoint, PcrValue, Verdict } from '../shared/records.ts';
+import type { Alert, Checkpoint, PcrValue, Quote, Verdict } from '../shared/records.ts';
 import { checkKeyPart } from '../shared/redis.ts';
 import { TOPIC } from '../shared/topics.ts';
 import { type Comparison, compareByDigest, compareWithCheckpoint } from './compare.ts';
-import { attestHashOf, judgeQuote, type QuoteContext, type QuoteWithPcrs } from './judge.ts';
+import { attestHashOf, judgeQuote, type QuoteContext } from './judge.ts';
 import { acceptedNonces, findNonce, type IssuedNonce } from './nonce-window.ts';
 import type { ParkedQuote, QuoteStore } from './store.ts';
 import { buildVerdict } from './verdict.ts';
@@ -68,7 +68,7 @@ export class QuoteWorker {
     throw new ImastreamError('IMS_WIRE_UNKNOWN_SCHEMA', `${decoded.schema} does not belong on ${m.topic}`);
   };
 
-  private async onQuote(quote: QuoteWithPcrs, position: string): Promise<void> {
+  private async onQuote(quote: Quote, position: string): Promise<void> {
     checkIds(quote.hostId, quote.bootId);
     this.stats.quotes++;
     const judgement = await judgeQuote(quote, await this.context(quote, position));
@@ -115,7 +115,7 @@ export class QuoteWorker {
    * still be on its way. An old quote (a backlog) or a nonce epoch older than the newest known
    * gets no wait, so a flood of bad quotes cannot slow the checker down.
    */
-  private async context(quote: QuoteWithPcrs, position: string): Promise<QuoteContext> {
+  private async context(quote: Quote, position: string): Promise<QuoteContext> {
     const until = this.now() + (this.options.refWaitMs ?? 3_000);
     const attestHash = attestHashOf(quote.attest);
     for (;;) {
@@ -133,7 +133,7 @@ export class QuoteWorker {
     }
   }
 
-  private mayStillArrive(quote: QuoteWithPcrs, ctx: QuoteContext, epochs: readonly IssuedNonce[]): boolean {
+  private mayStillArrive(quote: Quote, ctx: QuoteContext, epochs: readonly IssuedNonce[]): boolean {
     const fresh = Math.abs(this.now() - quote.at) < FRESH_QUOTE_MS;
     if (ctx.enrollment === null) return fresh;
     if (findNonce(ctx.accepted, quote.nonce) !== undefined) return false;

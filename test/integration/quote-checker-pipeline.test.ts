@@ -7,14 +7,14 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
+import { toHex } from '../../lib/bytes/hex.ts';
+import { PcrReplay } from '../../lib/ima/replay.ts';
 import { parseSerializedPcrs } from '../../lib/tpm/pcr-file.ts';
 import { newEpoch, publishEpoch } from '../../services/nonces/main.ts';
-import type { QuoteWithPcrs } from '../../services/quote-checker/judge.ts';
 import { type QuoteCheckerHandle, startQuoteChecker } from '../../services/quote-checker/main.ts';
 import { type ReplayerHandle, startReplayer } from '../../services/replayer/main.ts';
-import { schemaCatalogue } from '../../services/shared/codec.ts';
 import type { ImsProducer } from '../../services/shared/kafka.ts';
-import type { LogRecord, PcrValue, RecordTypes } from '../../services/shared/records.ts';
+import type { LogRecord, PcrValue, Quote } from '../../services/shared/records.ts';
 import { TOPIC } from '../../services/shared/topics.ts';
 import { type AkHandle, type EkHandle, Swtpm } from '../helpers/swtpm.ts';
 import { bootEvent, logRecord, quoteTaken } from '../services/replayer/fixtures.ts';
@@ -45,8 +45,6 @@ const H = {
   late: uniqueHost('qc-late'),
 };
 const HOSTS = Object.values(H);
-/** Whether Quote records carry the PCR values read with the quote (PIPELINE.md Quote.pcrs). */
-const QUOTE_HAS_PCRS = JSON.stringify(schemaCatalogue().current('Quote').type.schema()).includes('"pcrs"');
 
 const truth = (host: string, boot: string, n: number) =>
   Array.from({ length: n }, (_, i) => logRecord(host, boot, i));
@@ -142,7 +140,7 @@ describe('quote-checker on Kafka, Redis and swtpm', () => {
     const pcrs: PcrValue[] = [...parseSerializedPcrs(files.pcrs)].flatMap(([bank, values]) =>
       [...values].map(([pcr, value]) => ({ scheme: 'tpm', bank, pcr, value: Buffer.from(value) })),
     );
-    const quote: QuoteWithPcrs = {
+    const quote: Quote = {
       hostId: host,
       bootId: boot,
       seq,
@@ -155,7 +153,7 @@ describe('quote-checker on Kafka, Redis and swtpm', () => {
       at: Date.now(),
       pcrs,
     };
-    await produce(producer, TOPIC.quotes, 'Quote', [quote as RecordTypes['Quote']]);
+    await produce(producer, TOPIC.quotes, 'Quote', [quote]);
     return quote;
   }
 
@@ -184,6 +182,7 @@ describe('quote-checker on Kafka, Redis and swtpm', () => {
     const real = truth(host, boot, 10);
     await tpm.reset();
     await measure(real);
+    const tpmSha1Pcr10 = Buffer.from((await tpm.pcrRead('sha1:10')).get('sha1')!.get(10)!);
     const sent = tamper(real);
     await stream(host, boot, sent, sent.length);
     await sendQuote(host, boot, sent.length);
@@ -192,8 +191,18 @@ describe('quote-checker on Kafka, Redis and swtpm', () => {
     assert.equal(verdict.value.status, 'FAILED');
     const alert = await alertOf(host, 'PCR_MISMATCH');
     assert.deepEqual([alert.value.hostId, alert.value.bootId, alert.value.seq], [host, boot, sent.length]);
-    if (QUOTE_HAS_PCRS) assert.deepEqual([alert.value.bank, alert.value.pcr], ['sha1', 10]);
-    else assert.match(String(alert.value.message), /pcrDigest/);
+    // The swtpm's PCR values shipped with the quote hash to its pcrDigest, so they are trusted and
+    // name the first diverging (bank, PCR) in the quote's selection order: sha1 before sha256.
+    assert.deepEqual([alert.value.bank, alert.value.pcr], ['sha1', 10]);
+    assert.match(
+      String(alert.value.message),
+      /sha1 PCR 10: TPM [0-9a-f]{40}, replay \(perbank\) [0-9a-f]{40}/,
+    );
+    const details = JSON.parse(String(alert.value.details)) as { quoted: string; replayed: string };
+    assert.equal(details.quoted, tpmSha1Pcr10.toString('hex'));
+    const replayed = new PcrReplay();
+    for (const r of sent) replayed.extend(r);
+    assert.equal(details.replayed, toHex(replayed.value('perbank', 'sha1', 10)));
     assert.equal(
       alerts.seen.filter((a) => a.key === host && a.value.kind === 'TEMPLATE_DIGEST_MISMATCH').length,
       0,
@@ -222,7 +231,7 @@ describe('quote-checker on Kafka, Redis and swtpm', () => {
     assert.deepEqual(v2.value.startPcrs, v1.value.endPcrs);
 
     // The first quote again, at a new offset: an old quote replayed.
-    await produce(producer, TOPIC.quotes, 'Quote', [first as RecordTypes['Quote']]);
+    await produce(producer, TOPIC.quotes, 'Quote', [first]);
     const stale = await alertOf(H.honest, 'STALE_QUOTE');
     assert.deepEqual([stale.value.bootId, stale.value.seq], [boot, 10]);
     assert.equal(alerts.seen.filter((a) => a.key === H.honest && a.value.kind === 'PCR_MISMATCH').length, 0);

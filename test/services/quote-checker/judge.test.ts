@@ -9,9 +9,8 @@ import {
   type EnrolledAk,
   judgeQuote,
   type QuoteContext,
-  type QuoteWithPcrs,
 } from '../../../services/quote-checker/judge.ts';
-import type { PcrValue } from '../../../services/shared/records.ts';
+import type { PcrValue, Quote } from '../../../services/shared/records.ts';
 
 // A real TPM 2.0 quote with its AK (keylime test data; see corpus/keylime/README.md):
 // RSASSA/SHA-256, nonce db1db298…, clock 5994, SHA-256 PCRs 15, 16, 22.
@@ -30,7 +29,7 @@ function shippedPcrs(): PcrValue[] {
   );
 }
 
-function quote(over: Partial<QuoteWithPcrs> = {}): QuoteWithPcrs {
+function quote(over: Partial<Quote> = {}): Quote {
   return {
     hostId: 'host-q',
     bootId: 'b:1',
@@ -41,6 +40,7 @@ function quote(over: Partial<QuoteWithPcrs> = {}): QuoteWithPcrs {
     akName: file('ak.name'),
     nonce: NONCE,
     nonceEpoch: 3,
+    pcrs: [],
     at: 0,
     ...over,
   };
@@ -58,7 +58,7 @@ function ctx(over: Partial<QuoteContext> = {}): QuoteContext {
   };
 }
 
-async function alertKinds(q: QuoteWithPcrs, c: QuoteContext): Promise<string[]> {
+async function alertKinds(q: Quote, c: QuoteContext): Promise<string[]> {
   const j = await judgeQuote(q, c);
   return j.ok ? [] : j.alerts.map((a) => a.kind).sort();
 }
