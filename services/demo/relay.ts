@@ -6,7 +6,7 @@ import { decode, encode } from '../shared/codec.ts';
 import type { LogRecord } from '../shared/records.ts';
 
 /** What the relay does to the stream of one host, at one seq. */
-export type TamperKind = 'change' | 'drop' | 'reorder' | 'insert';
+export type TamperKind = 'change' | 'drop' | 'lose' | 'reorder' | 'insert';
 
 export interface Tamper {
   kind: TamperKind;
@@ -30,6 +30,7 @@ type Out = { key: string; value: Buffer };
  * - change: alters one record's template data and recomputes its template digest, so the record
  *   is self-consistent and only a quote can tell;
  * - drop: removes one record (and every resend of it);
+ * - lose: removes the first copy of one record only, as a lost message would (resends pass);
  * - reorder: swaps the contents of two neighbouring records, seqs kept;
  * - insert: adds a forged record and renumbers every later record of the boot.
  * Everything else (BootEvent, QuoteTaken) passes unchanged. The verifier must alert the host.
@@ -86,6 +87,10 @@ export class TamperRelay {
     const { kind, seq } = this.tamper;
     const send = (r: LogRecord): Out => ({ key, value: encode('LogRecord', r) });
     if (kind === 'change' && rec.seq === seq) return [send(this.note(changed(rec)))];
+    if (kind === 'lose' && rec.seq === seq && !this.wasDone(rec)) {
+      this.note(rec);
+      return [];
+    }
     if (kind === 'drop' && rec.seq === seq) {
       this.note(rec);
       return [];

@@ -27,7 +27,7 @@ const source = corpusLog('rust-keylime/ascii_runtime_measurements', 'sha1', 300)
 const TAMPER_SEQ = 120;
 /** Quote-checker join deadline: long enough for a loaded 2-core box, short enough for a test. */
 const DEADLINE_MS = 30_000;
-const KINDS: TamperKind[] = ['change', 'drop', 'reorder', 'insert'];
+const KINDS: TamperKind[] = ['change', 'drop', 'lose', 'reorder', 'insert'];
 const hostOf = (name: string) => `e2e-${run}-${name}`;
 const specs: FleetHostSpec[] = [
   { hostId: hostOf('honest'), source },
@@ -120,6 +120,24 @@ test('a record dropped in flight is a sequence gap at its seq', async () => {
   assert.equal(alert.bootId, bootOf(host));
   assert.equal(alert.seq, TAMPER_SEQ);
   assert.ok(!observer.attested(host, TAMPER_SEQ + 1));
+});
+
+test('a record lost once is a sequence gap, healed from the agent archive: the whole log attested', async () => {
+  const host = hostOf('lose');
+  const gap = await alertOf(host, 'SEQUENCE_GAP');
+  assert.equal(gap.seq, TAMPER_SEQ);
+  assert.equal(gap.bootId, bootOf(host));
+  assert.ok(
+    await tap.until(() => observer.attested(host, source.records.length), 90_000),
+    'attested after the resend',
+  );
+  assert.ok(
+    fleet
+      .host(host)
+      .agentLines()
+      .some((l) => l.msg === 'resent' && (l.from as number) <= TAMPER_SEQ),
+    'the agent served the range from its archive',
+  );
 });
 
 test('two records swapped in flight are a PCR mismatch', async () => {
