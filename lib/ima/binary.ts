@@ -45,7 +45,8 @@ export interface BinaryParserOptions {
 /** Result of trying to read one record at a position. */
 type Step = { record: ImaRecord; next: number } | { need: number } | { stop: ParseProblem };
 
-const EMPTY = new Uint8Array(0);
+/** Distinct template names remembered per parser. */
+const NAME_CACHE_MAX = 16;
 
 /**
  * Incremental parser of `binary_runtime_measurements[_<alg>]`. Feed chunks of any size with
@@ -75,8 +76,8 @@ export class BinaryLogParser {
   private readonly found: ParseProblem[] = [];
   private suppressed = 0;
   private readonly unknownNames = new Set<string>();
-  private lastNameBytes: Uint8Array = EMPTY;
-  private lastName = '';
+  /** Template names met so far with their bytes (at most NAME_CACHE_MAX). */
+  private readonly names: { bytes: Uint8Array; name: string }[] = [];
 
   constructor(opts: BinaryParserOptions = {}) {
     this.digestBytes = digestSize(opts.digestAlg ?? 'sha1');
@@ -249,15 +250,22 @@ export class BinaryLogParser {
     return { start: at, end: at + head + len };
   }
 
-  /** Template names are printable ASCII; the same name repeats, so reuse the last string. */
+  /**
+   * Template names are printable ASCII. A log mixes a handful of names (ima-ng, ima-sig, …), so
+   * the names met so far are kept with their bytes and found by comparing bytes, not decoded
+   * again for every record. The list is capped: hostile logs can invent names without end.
+   */
   private templateName(buf: Uint8Array, at: number, len: number): string | undefined {
-    if (sameBytes(buf, at, len, this.lastNameBytes)) return this.lastName;
+    for (let i = 0; i < this.names.length; i++) {
+      const known = this.names[i]!;
+      if (sameBytes(buf, at, len, known.bytes)) return known.name;
+    }
     const bytes = buf.subarray(at, at + len);
     for (const b of bytes) if (b < 0x21 || b > 0x7e) return undefined;
-    this.lastNameBytes = bytes.slice();
-    this.lastName = Buffer.from(bytes).toString('latin1');
+    const name = String.fromCharCode(...bytes);
+    if (this.names.length < NAME_CACHE_MAX) this.names.push({ bytes: bytes.slice(), name });
 
-    return this.lastName;
+    return name;
   }
 
   /** Non-fatal checks: fields fill the data, digest fields well formed, template known. */
