@@ -42,9 +42,9 @@ interface DemoResult {
 
 async function main(): Promise<number> {
   const { values: v } = parseArgs({ args: process.argv.slice(2), options: OPTIONS, strict: true });
-  if (!['change', 'drop', 'reorder', 'insert'].includes(v.tamper) || !(Number(v.hosts) >= 1)) {
+  if (!['change', 'drop', 'lose', 'reorder', 'insert'].includes(v.tamper) || !(Number(v.hosts) >= 1)) {
     process.stderr.write('usage: demo [--json] [--hosts N] [--log FILE]... [--cap N] [--timeout S]\n');
-    process.stderr.write('            [--quote-interval S] [--tamper change|drop|reorder|insert]\n');
+    process.stderr.write('            [--quote-interval S] [--tamper change|drop|lose|reorder|insert]\n');
     return 2;
   }
   const brokers = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
