@@ -58,9 +58,13 @@ class HostBatch {
   private applied = 0;
   private skipped = 0;
   private readonly effects: ReplayEffect[] = [];
+  /** A held range was filled but records dropped meanwhile are still missing. */
+  private droppedResendDue = false;
 
   constructor(private readonly input: ApplyInput) {
-    this.doc = input.doc === null ? null : { ...input.doc, schemes: [...input.doc.schemes] };
+    const d = input.doc;
+    this.doc =
+      d === null ? null : { ...d, schemes: [...d.schemes], gap: d.gap === null ? null : { ...d.gap } };
     if (this.doc !== null) this.honourPin(this.doc, input.pin);
   }
 
@@ -83,6 +87,7 @@ class HostBatch {
 
   finish(): ApplyResult {
     const doc = this.doc;
+    if (doc !== null) this.resendDropped(doc);
     if (doc !== null && this.changed) {
       if (this.replay !== null) doc.replay = this.replay.state();
       doc.updatedAt = this.input.now;
@@ -211,13 +216,21 @@ class HostBatch {
     const gap = doc.gap;
     if (gap === null || doc.nextSeq < gap.toSeq) return;
     if (gap.heldTo > doc.nextSeq) {
-      // Records seen while the host was held were dropped: ask for them too.
+      // Records seen while the host was held were dropped: ask for them too, at the end of the
+      // batch, unless the rest of the batch brings them (a resend usually covers both ranges).
       doc.gap = { fromSeq: doc.nextSeq, toSeq: gap.heldTo, heldTo: gap.heldTo };
-      this.resend(doc, 'records dropped while waiting for a resend');
+      this.droppedResendDue = true;
       return;
     }
     doc.gap = null;
     doc.status = 'ok';
+  }
+
+  /** The deferred request for records dropped while held, if the batch did not bring them. */
+  private resendDropped(doc: ReplayDoc): void {
+    if (!this.droppedResendDue || doc.gap === null) return;
+    doc.gap.fromSeq = doc.nextSeq;
+    this.resend(doc);
   }
 
   /**
@@ -240,10 +253,14 @@ class HostBatch {
       message: `${this.input.hostId} boot ${doc.bootId}: records from seq ${doc.nextSeq} missing (saw ${end - 1})`,
       details: { fromSeq: doc.nextSeq, seenSeq: end - 1 },
     });
-    this.resend(doc, 'sequence gap');
+    this.resend(doc);
   }
 
-  private resend(doc: ReplayDoc, reason: string): void {
+  /**
+   * Asks the agent for the gap's range (ResendRequest on ima.challenges). The id is a hash of what
+   * is asked, so a batch applied again after a crash asks with the same id.
+   */
+  private resend(doc: ReplayDoc): void {
     const gap = doc.gap!;
     const requestId = createHash('sha256')
       .update(`${this.input.hostId}\u0000${doc.bootId}\u0000${gap.fromSeq}\u0000${gap.toSeq}`)
@@ -256,7 +273,7 @@ class HostBatch {
       fromSeq,
       toSeq,
       requestId,
-      reason,
+      reason: 'SEQUENCE_GAP',
       at: this.input.now,
     };
     this.effects.push({ kind: 'resend', request });

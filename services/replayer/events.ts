@@ -4,6 +4,7 @@ import type {
   Checkpoint,
   LogRecord,
   QuoteTaken,
+  ResendRequest,
   SnapshotEvent,
 } from '../shared/records.ts';
 
@@ -20,17 +21,6 @@ export const MEASUREMENT_TYPES: ReadonlySet<string> = new Set([
   'SnapshotEvent',
   'QuoteTaken',
 ]);
-
-/** Asks an agent to resend records [fromSeq, toSeq) of a boot from its archive (PIPELINE.md). */
-export interface ResendRequest {
-  hostId: string;
-  bootId: string;
-  fromSeq: number;
-  toSeq: number;
-  requestId: string;
-  reason: string;
-  at: number;
-}
 
 /** What a batch makes the replayer tell the rest of the pipeline, produced after the state is stored. */
 export type ReplayEffect =

@@ -93,7 +93,7 @@ export class ReplayWorker {
 
   /** Stores a result; null when the compare-and-set lost (reload and apply again). */
   private async commit(hostId: string, stored: StoredHost, result: ApplyResult): Promise<HostOutcome | null> {
-    const messages = effectMessages(result.effects, this.logger);
+    const messages = effectMessages(result.effects);
     this.logEffects(hostId, result);
     if (!result.changed || result.doc === null) return { hostId, messages, outboxId: null };
     const doc: ReplayDoc = result.doc;
@@ -111,6 +111,7 @@ export class ReplayWorker {
     for (const e of result.effects) {
       if (e.kind === 'alert') this.logger.warn({ hostId, alert: e.alert }, 'alert raised');
       if (e.kind === 'checkpoint') this.logger.debug({ hostId, seq: e.checkpoint.seq }, 'checkpoint');
+      if (e.kind === 'resend') this.logger.info({ hostId, request: e.request }, 'asking for a resend');
     }
   }
 

@@ -44,6 +44,7 @@ describe('replayer on Kafka and Redis', () => {
   let alerts: Awaited<ReturnType<typeof watchTopic>>;
   let checkpoints: Awaited<ReturnType<typeof watchTopic>>;
   let deadLetters: Awaited<ReturnType<typeof watchTopic>>;
+  let challenges: Awaited<ReturnType<typeof watchTopic>>;
 
   const doc = async (host: string) => {
     const raw = await redis.get(hostKeys.replay(host));
@@ -61,10 +62,11 @@ describe('replayer on Kafka and Redis', () => {
 
   before(async () => {
     producer = await connectProducer();
-    [alerts, checkpoints, deadLetters] = await Promise.all([
+    [alerts, checkpoints, deadLetters, challenges] = await Promise.all([
       watchTopic(TOPIC.alerts, HOSTS),
       watchTopic(TOPIC.checkpoints, HOSTS),
       watchTopic(TOPIC.deadLetter, HOSTS),
+      watchTopic(TOPIC.challenges, HOSTS),
     ]);
     replayer = await startReplayer({
       brokers: BROKERS,
@@ -76,7 +78,7 @@ describe('replayer on Kafka and Redis', () => {
 
   after(async () => {
     await replayer?.stop();
-    await Promise.all([alerts?.stop(), checkpoints?.stop(), deadLetters?.stop()]);
+    await Promise.all([alerts?.stop(), checkpoints?.stop(), deadLetters?.stop(), challenges?.stop()]);
     await producer?.disconnect();
     await cleanHosts(redis, HOSTS);
     await redis.quit();
@@ -119,6 +121,13 @@ describe('replayer on Kafka and Redis', () => {
       return a.length > 0 ? a : undefined;
     });
     assert.deepEqual([gap?.seq, gap?.bootId, gap?.hostId], [5, BOOT, GAPPY]);
+    // The agent is asked, on ima.challenges, for the missing record up to the first one seen past it.
+    const request = await eventually('resend request', () =>
+      challenges.seen.find((s) => s.key === GAPPY && s.schema === 'ResendRequest'),
+    );
+    const { fromSeq, toSeq, bootId, hostId, reason, requestId } = request.value;
+    assert.deepEqual([hostId, bootId, fromSeq, toSeq, reason], [GAPPY, BOOT, 5, 7, 'SEQUENCE_GAP']);
+    assert.match(String(requestId), /^[0-9a-f]{32}$/);
 
     await produce(producer, TOPIC.measurements, 'LogRecord', records(GAPPY, 5, 10));
     const d = await docAt(GAPPY, 10);

@@ -103,7 +103,11 @@ describe('applyBatch', () => {
     assert.equal(gapAlert?.seq, 2);
     assert.equal(gapAlert?.bootId, B);
     const resend = nth(held.effects, 1, 'resend').request;
-    assert.deepEqual([resend?.fromSeq, resend?.toSeq], [2, 4]);
+    assert.deepEqual(
+      [resend.hostId, resend.bootId, resend.fromSeq, resend.toSeq, resend.reason, resend.at],
+      [H, B, 2, 4, 'SEQUENCE_GAP', 1000],
+    );
+    assert.match(resend.requestId, /^[0-9a-f]{32}$/);
     assert.equal(held.doc?.status, 'gap');
     assert.equal(held.doc?.nextSeq, 2);
 
@@ -123,12 +127,28 @@ describe('applyBatch', () => {
     assert.deepEqual(done.doc?.replay, run(null, [boot(), ...range(0, 6).map((s) => rec(s))]).doc?.replay);
   });
 
-  it('raises the same gap alert id when the gap is seen again after a redelivery', () => {
+  it('raises the same gap alert and resend ids when the gap is seen again after a redelivery', () => {
     const a = run(null, [boot(), rec(0), rec(2)]);
-    const b = run(null, [boot(), rec(0), rec(2)]);
-    const ids = (r: typeof a) => r.effects.flatMap((e) => (e.kind === 'alert' ? [e.alert.alertId] : []));
+    const b = run(null, [boot(), rec(0), rec(2)], { now: 5000 });
+    const ids = (r: typeof a) =>
+      r.effects.map((e) =>
+        e.kind === 'alert' ? e.alert.alertId : e.kind === 'resend' ? e.request.requestId : '',
+      );
 
     assert.deepEqual(ids(a), ids(b));
+    const other = run(null, [boot(), rec(0), rec(3)]);
+    assert.notEqual(nth(other.effects, 1, 'resend').request.requestId, ids(a)[1]);
+  });
+
+  it('asks no second time when the resent range and the records dropped meanwhile come together', () => {
+    const held = run(null, [boot(), rec(0), rec(2)]);
+    const later = run(held.doc, [rec(3), rec(4)]);
+    assert.deepEqual(kinds(later.effects), []);
+
+    const filled = run(later.doc, [rec(1), rec(2), rec(3), rec(4)]);
+    assert.deepEqual(kinds(filled.effects), []);
+    assert.deepEqual([filled.doc?.nextSeq, filled.doc?.status, filled.doc?.gap], [5, 'ok', null]);
+    assert.deepEqual(later.doc?.gap, { fromSeq: 1, toSeq: 3, heldTo: 5 });
   });
 
   it('checkpoints a quote announced beyond a gap once the records arrive', () => {

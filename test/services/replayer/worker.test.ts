@@ -9,7 +9,6 @@ import { decode, encode } from '../../../services/shared/codec.ts';
 import type { InMessage } from '../../../services/shared/kafka.ts';
 import { TOPIC } from '../../../services/shared/topics.ts';
 import { logRecord, quoteTaken } from './fixtures.ts';
-import { quietLogger } from './pipeline.ts';
 
 const message = (value: Buffer | null): InMessage => ({
   topic: TOPIC.measurements,
@@ -68,18 +67,37 @@ describe('effectMessages', () => {
   it('encodes alerts and checkpoints for their topics, keyed by host', () => {
     const alert = makeAlert({ kind: 'SEQUENCE_GAP', hostId: 'h', message: 'm', at: 0 });
     const checkpoint = { hostId: 'h', bootId: 'b', seq: 1, pcrs: [], schemes: ['perbank'], at: 0 };
-    const messages = effectMessages(
-      [
-        { kind: 'alert', alert },
-        { kind: 'checkpoint', checkpoint },
-      ],
-      quietLogger(),
-    );
+    const messages = effectMessages([
+      { kind: 'alert', alert },
+      { kind: 'checkpoint', checkpoint },
+    ]);
     const topics = byTopic(messages);
 
     assert.deepEqual([...topics.keys()], [TOPIC.alerts, TOPIC.checkpoints]);
     const sent = topics.get(TOPIC.alerts)![0]!;
     assert.equal(sent.key, 'h');
     assert.equal(decode(sent.value).schema, 'Alert');
+  });
+});
+
+describe('effectMessages for a resend', () => {
+  it('sends a ResendRequest to ima.challenges, keyed by host, as the agent reads it', () => {
+    const request = {
+      hostId: 'h',
+      bootId: 'b:1',
+      fromSeq: 5,
+      toSeq: 7,
+      requestId: 'r-1',
+      reason: 'SEQUENCE_GAP',
+      at: 9,
+    };
+    const topics = byTopic(effectMessages([{ kind: 'resend', request }]));
+
+    assert.deepEqual([...topics.keys()], [TOPIC.challenges]);
+    const sent = topics.get(TOPIC.challenges)![0]!;
+    assert.equal(sent.key, 'h');
+    const decoded = decode(sent.value);
+    assert.equal(decoded.schema, 'ResendRequest');
+    assert.deepEqual({ ...decoded.value }, request);
   });
 });
