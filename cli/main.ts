@@ -6,14 +6,23 @@ import { type CliIO, type Command, EXIT, processIO } from './io.ts';
  * loaded only when asked for, so `imastream replay` never loads Kafka or Redis clients.
  */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run: Command }> }> = {
-  replay: { summary: 'replay an IMA log offline and print PCR values', load: () => import('./commands/replay.ts') },
+  replay: {
+    summary: 'replay an IMA log offline and print PCR values',
+    load: () => import('./commands/replay.ts'),
+  },
   'check-quote': {
     summary: 'verify a TPM 2.0 quote against a log or PCR values',
     load: () => import('./commands/check-quote.ts'),
   },
-  'verify-shard': { summary: 'verify a chain of sealed shards offline', load: () => import('./commands/verify-shard.ts') },
+  'verify-shard': {
+    summary: 'verify a chain of sealed shards offline',
+    load: () => import('./commands/verify-shard.ts'),
+  },
   agent: { summary: 'run the host agent', load: () => import('./commands/agent.ts') },
-  replayer: { summary: 'run a replayer (consumer group member)', load: () => import('./commands/replayer.ts') },
+  replayer: {
+    summary: 'run a replayer (consumer group member)',
+    load: () => import('./commands/replayer.ts'),
+  },
   'quote-checker': { summary: 'run a quote-checker', load: () => import('./commands/quote-checker.ts') },
   nonces: { summary: 'run the nonce service', load: () => import('./commands/nonces.ts') },
   alerts: { summary: 'print alerts as they arrive', load: () => import('./commands/alerts.ts') },

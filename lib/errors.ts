@@ -76,6 +76,7 @@ const CATALOGUE = {
   IMS_CONFIG_INVALID: 'configuration is missing or invalid',
   IMS_CLI_USAGE: 'command-line usage error',
   IMS_IO_READ_FAILED: 'an input file cannot be read',
+  IMS_IO_TOO_LARGE: 'an input file exceeds its size limit',
   IMS_STATE_CONFLICT: 'stored state changed under us (compare-and-set lost)',
   IMS_TOOL_FAILED: 'an external tool (tpm2-tools, swtpm) failed',
 } as const;

@@ -1,5 +1,4 @@
 import { X509Certificate } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { fromHex, toHex } from '../../lib/bytes/hex.ts';
 import { ImastreamError } from '../../lib/errors.ts';
@@ -16,6 +15,7 @@ import { formatSelectionSpec, type PcrSelection } from '../../lib/tpm/pcr-select
 import { type AkPublic, parsePublic } from '../../lib/tpm/public.ts';
 import { type QuoteFailure, type QuoteVerdict, verifyQuote } from '../../lib/tpm/quote.ts';
 import { type CliIO, EXIT } from '../io.ts';
+import { INPUT_LIMITS, readInputFile } from '../read-input.ts';
 
 const USAGE = `usage: imastream check-quote --quote MSG --sig SIG --ak AKPUB [--nonce HEX]
                             [--log LOG [--log-alg ALG]] [--pcrs FILE [--pcrs-format F]] [--json]
@@ -73,9 +73,11 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     io.out(USAGE);
     return EXIT.ok;
   }
-  const attest = await readInput(required(args.quote, '--quote'), 'quote');
-  const signature = await readInput(required(args.sig, '--sig'), 'signature');
-  const akPublic = parseAkFile(await readInput(required(args.ak, '--ak'), 'AK'));
+  const attest = await readInputFile(required(args.quote, '--quote'), 'quote', INPUT_LIMITS.tpmStructure);
+  const signature = await readInputFile(required(args.sig, '--sig'), 'signature', INPUT_LIMITS.tpmStructure);
+  const akPublic = parseAkFile(
+    await readInputFile(required(args.ak, '--ak'), 'AK', INPUT_LIMITS.tpmStructure),
+  );
   const nonce = args.nonce === undefined ? undefined : fromHex(args.nonce, '--nonce');
   const verdict = await verifyQuote({ attest, signature, akPublic, nonce });
   const outcome = await checkPcrs(verdict, args);
@@ -98,17 +100,6 @@ function required(value: string | undefined, flag: string): string {
   if (value === undefined) throw new ImastreamError('IMS_CLI_USAGE', `${flag} is required\n${USAGE}`);
 
   return value;
-}
-
-async function readInput(path: string, what: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(path));
-  } catch (cause) {
-    throw new ImastreamError('IMS_IO_READ_FAILED', `cannot read ${what} file ${path}`, {
-      cause,
-      details: { path },
-    });
-  }
 }
 
 /** The AK from whichever form the file holds: PEM key or certificate, DER SPKI or certificate, TPM bytes. */
@@ -173,7 +164,11 @@ async function readPcrFile(path: string, args: Args, selection: PcrSelection): P
     throw new ImastreamError('IMS_CLI_USAGE', `--pcrs-format ${format}: serialized, values or text`);
   }
 
-  return parsePcrFile(await readInput(path, 'PCR'), format satisfies PcrFileFormat, selection);
+  return parsePcrFile(
+    await readInputFile(path, 'PCR file', INPUT_LIMITS.tpmStructure),
+    format satisfies PcrFileFormat,
+    selection,
+  );
 }
 
 function digestFailures(attest: Attest, values: PcrValues, hashAlg: HashAlg): QuoteFailure[] {
@@ -190,7 +185,7 @@ async function readLog(
   path: string,
   alg: string | undefined,
 ): Promise<{ records: ImaRecord[]; problems: ParseProblem[] }> {
-  const bytes = await readInput(path, 'log');
+  const bytes = await readInputFile(path, 'log', INPUT_LIMITS.log);
   if (alg !== undefined && !isHashAlg(alg)) throw new ImastreamError('IMS_CLI_USAGE', `--log-alg ${alg}`);
   const parsed = parseLog(bytes, { format: 'auto', ...(alg !== undefined && { digestAlg: alg }) });
   const fatal = parsed.problems.find(

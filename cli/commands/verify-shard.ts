@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { ImastreamError, isImastreamError } from '../../lib/errors.ts';
 import { sniffShard } from '../../lib/shard/decode.ts';
@@ -6,6 +5,7 @@ import type { ShardChainVerdict, ShardResult } from '../../lib/shard/verdict.ts'
 import { verifyShardChain } from '../../lib/shard/verify.ts';
 import { parsePublic } from '../../lib/tpm/public.ts';
 import { type CliIO, EXIT } from '../io.ts';
+import { INPUT_LIMITS, readInputFile } from '../read-input.ts';
 
 const USAGE = `usage: imastream verify-shard FILE... [--ak AKPUB] [--json]
 
@@ -55,7 +55,7 @@ function usageError(message: string): ImastreamError {
 
 /** Reads a file and checks it is a shard at all: anything else is unusable input, not a verdict. */
 async function readShardFile(path: string): Promise<Uint8Array> {
-  const bytes = await readInput(path);
+  const bytes = await readInputFile(path, 'shard', INPUT_LIMITS.shard);
   try {
     sniffShard(bytes);
   } catch (err) {
@@ -67,24 +67,10 @@ async function readShardFile(path: string): Promise<Uint8Array> {
 }
 
 async function readAk(path: string): Promise<Uint8Array> {
-  const bytes = await readInput(path);
+  const bytes = await readInputFile(path, 'AK', INPUT_LIMITS.tpmStructure);
   parsePublic(bytes); // a malformed AK is unusable input (IMS_TPM_BAD_PUBLIC), exit 2
 
   return bytes;
-}
-
-async function readInput(path: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(path));
-  } catch (err) {
-    throw new ImastreamError(
-      'IMS_IO_READ_FAILED',
-      `${path}: ${err instanceof Error ? err.message : String(err)}`,
-      {
-        cause: err,
-      },
-    );
-  }
 }
 
 function printText(io: CliIO, paths: string[], verdict: ShardChainVerdict): void {
