@@ -138,7 +138,8 @@ export class BinaryLogParser {
   private parseAll(buf: Uint8Array, records: ImaRecord[]): number {
     const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     let pos = 0;
-    while (pos < buf.byteLength) {
+    const end = buf.length;
+    while (pos < end) {
       if (this.littleEndian === undefined && !this.sniff(view, pos)) break;
       const step = this.parseOne(buf, view, pos);
       if ('need' in step) {
@@ -183,7 +184,7 @@ export class BinaryLogParser {
   private parseOne(buf: Uint8Array, view: DataView, pos: number): Step {
     const le = this.littleEndian!;
     const offset = this.base + pos;
-    const avail = buf.byteLength - pos;
+    const avail = buf.length - pos;
     const nameAt = 4 + this.digestBytes + 4;
     if (avail < nameAt) return { need: nameAt };
 
@@ -326,7 +327,7 @@ function concat(chunks: Uint8Array[], total: number): Uint8Array {
 
 /** Whether buf[at .. at+len) equals `b`, without making a view. */
 function sameBytes(buf: Uint8Array, at: number, len: number, b: Uint8Array): boolean {
-  if (len !== b.byteLength) return false;
+  if (len !== b.length) return false;
   for (let i = 0; i < len; i++) if (buf[at + i] !== b[i]) return false;
 
   return true;

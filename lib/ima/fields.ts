@@ -99,7 +99,7 @@ let lastPrefix = { bytes: new Uint8Array(0), prefix: '', size: undefined as numb
 
 function prefixInfo(data: Uint8Array, len: number): { prefix: string; size: number | undefined } {
   const last = lastPrefix.bytes;
-  let same = last.byteLength === len;
+  let same = last.length === len;
   for (let i = 0; same && i < len; i++) same = data[i] === last[i];
   if (same) return lastPrefix;
   const prefix = String.fromCharCode(...data.subarray(0, len));
@@ -116,11 +116,11 @@ function prefixInfo(data: Uint8Array, len: number): { prefix: string; size: numb
 
 /** Why a prefixed digest is odd (unknown algorithm, wrong size), or undefined when it is fine. */
 export function prefixedDigestProblem(data: Uint8Array): string | undefined {
-  if (data.byteLength === 0) return undefined;
+  if (data.length === 0) return undefined;
   const nul = data.indexOf(0);
   if (nul < 1 || nul > 40 || data[nul - 1] !== 0x3a) return 'digest field lacks the "<alg>:" NUL prefix';
   const { prefix, size } = prefixInfo(data, nul - 1);
-  const digestBytes = data.byteLength - nul - 1;
+  const digestBytes = data.length - nul - 1;
   if (size === undefined) return `unknown digest algorithm '${prefix}'`;
   if (size !== digestBytes) return `${prefix} digest of ${digestBytes} bytes`;
 

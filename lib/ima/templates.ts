@@ -136,7 +136,7 @@ function walkFields(
   le: boolean,
   checkDigests: boolean,
 ): TemplateProblem | undefined {
-  const n = data.byteLength;
+  const n = data.length;
   let pos = 0;
   for (let i = 0; i < ids.length; i++) {
     if (n - pos < 4) return badData(`${name}: field ${i + 1} of ${ids.length}: length missing at +${pos}`);
