@@ -12,18 +12,8 @@ import type {
   Quote,
   QuoteTaken,
   RecordTypes,
+  ResendRequest,
 } from '../shared/records.ts';
-
-/** A ResendRequest (PIPELINE.md); typed here until the shared records carry it. */
-export interface ResendRequest {
-  hostId: string;
-  bootId: string;
-  fromSeq: number;
-  toSeq: number;
-  requestId: string;
-  reason: string;
-  at: number;
-}
 
 export type Measurement =
   | { name: 'LogRecord'; value: LogRecord }
@@ -168,7 +158,7 @@ export class AgentKafka {
       inbox.onChallenge(decoded.value);
     const name = decoded.schema as string;
     if (name === 'ResendRequest') {
-      const request = decoded.value as unknown as ResendRequest;
+      const request = decoded.value as ResendRequest;
       if (request.hostId === this.hostId) inbox.onResend(request);
     }
   }
