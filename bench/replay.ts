@@ -20,7 +20,7 @@ import { PcrReplay } from '../lib/ima/replay.ts';
 import { generateLog } from '../lib/ima/synthetic.ts';
 
 const { values } = parseArgs({
-  options: { records: { type: 'string', default: '200000' }, runs: { type: 'string', default: '3' } },
+  options: { records: { type: 'string', default: '200000' }, runs: { type: 'string', default: '5' } },
 });
 const RECORDS = Number(values.records);
 const RUNS = Number(values.runs);
@@ -44,21 +44,18 @@ function best(times: Timing[]): Timing {
   return times.reduce((a, b) => (b.cpu < a.cpu ? b : a));
 }
 
-async function timeImastream(log: string, expect: string[]): Promise<Timing[]> {
-  const times: Timing[] = [];
+/** One in-process `imastream replay` run. */
+async function timeImastream(log: string, expect: string[]): Promise<Timing> {
   const io = { out: () => {}, err: (l: string) => console.error(l) };
   const args = [log, '--banks', 'sha1,sha256', ...expect.flatMap((e) => ['--expect', e])];
-  for (let i = 0; i < RUNS; i++) {
-    const cpu0 = process.cpuUsage();
-    const t0 = performance.now();
-    const code = await run(args, io);
-    const wall = performance.now() - t0;
-    const cpu = process.cpuUsage(cpu0);
-    times.push({ wall, cpu: (cpu.user + cpu.system) / 1000 });
-    if (code !== 0) throw new Error(`imastream replay exited ${code}`);
-  }
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const code = await run(args, io);
+  const wall = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  if (code !== 0) throw new Error(`imastream replay exited ${code}`);
 
-  return times;
+  return { wall, cpu: (cpu.user + cpu.system) / 1000 };
 }
 
 /**
@@ -66,22 +63,18 @@ async function timeImastream(log: string, expect: string[]): Promise<Timing[]> {
  * zeros for violations on purpose and can never match. Its output (a line per ima-sig record whose
  * file it cannot stat) goes to /dev/null; only the exit status counts.
  */
-function timeEvmctl(log: string, sha1: string, sha256: string): Timing[] | string {
-  const times: Timing[] = [];
+function timeEvmctl(log: string, sha1: string, sha256: string): Timing | string {
   const cmd =
     `TIMEFORMAT='%U %S'; time evmctl ima_measurement --ignore-violations ` +
     `--pcrs sha1,${sha1} --pcrs sha256,${sha256} ${log} >/dev/null 2>&1`;
-  for (let i = 0; i < RUNS; i++) {
-    const t0 = performance.now();
-    const r = spawnSync('bash', ['-c', `${cmd}; echo "rc=$?" >&2`], { encoding: 'utf8' });
-    const wall = performance.now() - t0;
-    const m = /([\d.]+) ([\d.]+)\s+rc=(\d+)/.exec(r.stderr);
-    if (m === null) return `evmctl not runnable: ${r.stderr.trim()}`;
-    if (m[3] !== '0') return `evmctl exited ${m[3]} (no match)`;
-    times.push({ wall, cpu: (Number(m[1]) + Number(m[2])) * 1000 });
-  }
+  const t0 = performance.now();
+  const r = spawnSync('bash', ['-c', `${cmd}; echo "rc=$?" >&2`], { encoding: 'utf8' });
+  const wall = performance.now() - t0;
+  const m = /([\d.]+) ([\d.]+)\s+rc=(\d+)/.exec(r.stderr);
+  if (m === null) return `evmctl not runnable: ${r.stderr.trim()}`;
+  if (m[3] !== '0') return `evmctl exited ${m[3]} (no match)`;
 
-  return times;
+  return { wall, cpu: (Number(m[1]) + Number(m[2])) * 1000 };
 }
 
 function line(who: string, t: Timing): string {
@@ -114,14 +107,22 @@ async function main(): Promise<void> {
       `log: ${RECORDS} records, ${mib} MiB, generated in ${(performance.now() - t0).toFixed(0)} ms`,
     );
 
-    const ours = best(await timeImastream(log, expect));
-    console.log(line(`imastream replay (best of ${RUNS})`, ours));
-    const evm = timeEvmctl(log, join(dir, 'sha1.pcrs'), join(dir, 'sha256.pcrs'));
-    if (typeof evm === 'string') {
-      console.log(`evmctl: ${evm}`);
-      return;
+    // Interleaved, so that both see the same swings of load on a shared machine.
+    const oursAll: Timing[] = [];
+    const theirsAll: Timing[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      oursAll.push(await timeImastream(log, expect));
+      const evm = timeEvmctl(log, join(dir, 'sha1.pcrs'), join(dir, 'sha256.pcrs'));
+      if (typeof evm === 'string') {
+        console.log(line(`imastream replay (best of ${i + 1})`, best(oursAll)));
+        console.log(`evmctl: ${evm}`);
+        return;
+      }
+      theirsAll.push(evm);
     }
-    const theirs = best(evm);
+    const ours = best(oursAll);
+    const theirs = best(theirsAll);
+    console.log(line(`imastream replay (best of ${RUNS})`, ours));
     console.log(line(`evmctl ima_measurement (best of ${RUNS})`, theirs));
     const ratio = (a: number, b: number) => (a / b).toFixed(2);
     console.log(
