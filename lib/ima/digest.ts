@@ -40,10 +40,12 @@ export function templateDigestOf(
   alg: HashAlg,
 ): Uint8Array {
   const input = rec.templateName === LEGACY_IMA ? legacyHashInput(rec.templateData) : rec.templateData;
+  // A latin1 string, not a Buffer: node:crypto's Buffer output costs more than the hash (replay.ts).
+  const bytes = oneShotHash(alg, input, 'binary');
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) out[i] = bytes.charCodeAt(i);
 
-  const out = oneShotHash(alg, input, 'buffer');
-
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  return out;
 }
 
 /** What a violation extends: 0xFF × size, or for the padded scheme 0xFF × 20 then zeros. */
