@@ -128,10 +128,11 @@ export class PcrReplay {
       this.lookup[scheme].set(bank, chain);
     }
     const needs = this.order.map((c) => (c.padded ? 'sha1' : c.bank));
+    // pin() only ever drops algorithms: the last record's digests stay readable for those kept.
+    const kept = new Map(this.algs.map((alg, i) => [alg, this.digests[i]!]));
     this.algs = [...new Set(needs)];
-    this.digests = this.algs.map((alg) => new Uint8Array(digestSize(alg)));
+    this.digests = this.algs.map((alg) => kept.get(alg) ?? new Uint8Array(digestSize(alg)));
     this.digestOf = needs.map((alg) => this.algs.indexOf(alg));
-    this.hashed = false;
   }
 
   private chainFor(scheme: ExtendScheme, bank: HashAlg): Chain {
