@@ -3,11 +3,13 @@ import { createHash } from 'node:crypto';
 import { isImastreamError } from '../../lib/errors.ts';
 import type { HashAlg } from '../../lib/hash.ts';
 import { PcrReplay } from '../../lib/ima/replay.ts';
+import { checkSnapshotAggregate, replayFromSnapshot } from '../../lib/ima/snapshot-aggregate.ts';
 import { makeAlert } from '../alerts/make.ts';
 import type { BootEvent, Checkpoint, LogRecord, QuoteTaken, SnapshotEvent } from '../shared/records.ts';
 import { ALL_SCHEMES, type ReplayDoc, type SchemePin } from './doc.ts';
 import type { MeasurementEvent, ReplayEffect } from './events.ts';
 import { flattenPcrs } from './pcrs.ts';
+import { type ClosedEnd, type SnapshotClaim, snapshotClaim } from './snapshot.ts';
 import { checkTemplateDigest } from './template-digest.ts';
 
 /** Boots remembered after they end, so their redelivered events are recognised as stale. */
@@ -20,6 +22,8 @@ export interface ApplyInput {
   hostId: string;
   doc: ReplayDoc | null;
   pin: SchemePin | null;
+  /** End of the host's last quote-closed shard: confirms a replay started from a snapshot. */
+  closed?: ClosedEnd | null;
   events: readonly MeasurementEvent[];
   now: number;
   /** Banks to replay for a new boot (default: PcrReplay's). */
@@ -66,6 +70,7 @@ class HostBatch {
     this.doc =
       d === null ? null : { ...d, schemes: [...d.schemes], gap: d.gap === null ? null : { ...d.gap } };
     if (this.doc !== null) this.honourPin(this.doc, input.pin);
+    if (this.doc !== null) this.honourClosed(this.doc, input.closed ?? null);
   }
 
   apply(ev: MeasurementEvent): void {
@@ -108,6 +113,15 @@ class HostBatch {
     if (!doc.schemes.includes(pin.scheme)) return;
     this.pcrs(doc).pin(pin.scheme);
     doc.schemes = [pin.scheme];
+    this.changed = true;
+  }
+
+  /** A quote closed a shard past the snapshot this replay started from: the start is confirmed. */
+  private honourClosed(doc: ReplayDoc, closed: ClosedEnd | null): void {
+    const from = doc.unverifiedFrom;
+    if (from === null || closed === null || closed.bootId !== doc.bootId || closed.endSeq <= from) return;
+    doc.unverifiedFrom = null;
+    if (doc.status === 'unverified') doc.status = 'ok';
     this.changed = true;
   }
 
@@ -158,7 +172,9 @@ class HostBatch {
   }
 
   private onRecord(rec: LogRecord): void {
-    const doc = this.current(rec.bootId, rec.seq);
+    const claim = snapshotClaim(rec);
+    const start = claim?.ok === true ? this.snapshotStart(rec, claim.agg) : undefined;
+    const doc = start === undefined ? this.current(rec.bootId, rec.seq) : this.startFromSnapshot(rec, start);
     if (doc === null) return;
     if (rec.seq < doc.nextSeq) {
       this.skipped++;
@@ -168,8 +184,100 @@ class HostBatch {
       this.hold(doc, rec.seq + 1);
       return;
     }
+    if (claim !== undefined && start === undefined) this.checkSnapshot(doc, rec, claim);
     this.extend(doc, rec);
     this.afterAdvance(doc);
+  }
+
+  /**
+   * The replay a snapshot_aggregate at seq > 0 lets this host start from, when nothing of its boot
+   * was replayed here (no state, a new boot, or a doc of the boot still at 0 and held no further
+   * than this record); undefined otherwise, or when the claim has no bank this build can hash.
+   */
+  private snapshotStart(
+    rec: LogRecord,
+    agg: Parameters<typeof replayFromSnapshot>[0],
+  ): PcrReplay | undefined {
+    const doc = this.doc;
+    if (rec.seq === 0 || doc?.pastBoots.includes(rec.bootId)) return undefined;
+    if (doc !== null && doc.bootId === rec.bootId) {
+      if (doc.nextSeq > 0 || (doc.gap !== null && doc.gap.heldTo > rec.seq + 1)) return undefined;
+    }
+    try {
+      return replayFromSnapshot(agg);
+    } catch (err) {
+      if (!isImastreamError(err)) throw err;
+      return undefined;
+    }
+  }
+
+  /**
+   * Starts the boot's replay at the snapshot record from the PCR values it claims. The claim is
+   * unverified (the records before it were never seen here) until a quote closes a shard past it.
+   * The record itself is then extended like any ima-buf record: the RFC measures it as critical
+   * data into PCR 10, after reading the PCRs it reports.
+   */
+  private startFromSnapshot(rec: LogRecord, replay: PcrReplay): ReplayDoc {
+    const old = this.doc;
+    const sameBoot = old !== null && old.bootId === rec.bootId;
+    const pastBoots =
+      old === null || sameBoot
+        ? (old?.pastBoots ?? [])
+        : [old.bootId, ...old.pastBoots].slice(0, PAST_BOOTS_KEPT);
+    this.replay = replay;
+    this.doc = {
+      bootId: rec.bootId,
+      nextSeq: rec.seq,
+      replay: null,
+      status: 'unverified',
+      shardStart: rec.seq,
+      schemes: [...ALL_SCHEMES],
+      gap: null,
+      pendingQuotes: sameBoot ? old.pendingQuotes.filter((q) => q.seq > rec.seq) : [],
+      pastBoots,
+      unverifiedFrom: rec.seq,
+      updatedAt: this.input.now,
+    };
+    this.changed = true;
+
+    return this.doc;
+  }
+
+  /**
+   * A snapshot_aggregate met mid-replay: its claimed PCRs must equal the replay of every record
+   * before it. A mismatch (or a claim that cannot be read) is SNAPSHOT_MISMATCH; the replay goes on.
+   * A claim sharing no (bank, PCR) with the replay cannot be checked and raises nothing.
+   */
+  private checkSnapshot(doc: ReplayDoc, rec: LogRecord, claim: SnapshotClaim): void {
+    if (!claim.ok) {
+      this.snapshotMismatch(doc, rec, null, `snapshot_aggregate unreadable (${claim.reason})`);
+      return;
+    }
+    const check = checkSnapshotAggregate(this.pcrs(doc), claim.agg);
+    const first = check.mismatches[0];
+    if (check.ok || first === undefined) return;
+    const why = `snapshot_aggregate claims ${first.bank} PCR ${first.pcr} = ${first.expected}, replay of records [0, ${rec.seq}) (${first.scheme}) gives ${first.got}`;
+    this.snapshotMismatch(doc, rec, first, why, check.mismatches.length);
+  }
+
+  private snapshotMismatch(
+    doc: ReplayDoc,
+    rec: LogRecord,
+    at: { bank: string; pcr: number; scheme: string } | null,
+    why: string,
+    count = 0,
+  ): void {
+    if (doc.status !== 'gap') doc.status = 'mismatch';
+    this.alert({
+      kind: 'SNAPSHOT_MISMATCH',
+      hostId: this.input.hostId,
+      bootId: doc.bootId,
+      seq: rec.seq,
+      bank: at?.bank ?? null,
+      pcr: at?.pcr ?? null,
+      message: `${this.input.hostId} boot ${doc.bootId} seq ${rec.seq}: ${why}`,
+      details: { scheme: at?.scheme ?? null, mismatches: count },
+    });
   }
 
   /**
@@ -223,7 +331,7 @@ class HostBatch {
       return;
     }
     doc.gap = null;
-    doc.status = 'ok';
+    doc.status = doc.unverifiedFrom === null ? 'ok' : 'unverified';
   }
 
   /** The deferred request for records dropped while held, if the batch did not bring them. */
@@ -335,6 +443,7 @@ class HostBatch {
       gap: null,
       pendingQuotes: [],
       pastBoots,
+      unverifiedFrom: null,
       updatedAt: this.input.now,
     };
     this.changed = true;

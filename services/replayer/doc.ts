@@ -5,8 +5,11 @@ export type Scheme = 'perbank' | 'padded';
 
 export const ALL_SCHEMES: readonly Scheme[] = ['perbank', 'padded'];
 
-/** ok: replaying; gap: held until a resent range arrives; mismatch: the log contradicts itself. */
-export type HostStatus = 'ok' | 'gap' | 'mismatch' | 'unknown';
+/**
+ * ok: replaying; gap: held until a resent range arrives; mismatch: the log contradicts itself;
+ * unverified: started from a snapshot_aggregate's claimed PCRs, not yet confirmed by a quote.
+ */
+export type HostStatus = 'ok' | 'gap' | 'mismatch' | 'unknown' | 'unverified';
 
 /** Records [fromSeq, toSeq) were asked for again; records up to heldTo were seen and dropped meanwhile. */
 export interface GapHold {
@@ -41,6 +44,11 @@ export interface ReplayDoc {
   pendingQuotes: PendingQuote[];
   /** Recent boots left behind, so a redelivered old BootEvent does not rewind the host. */
   pastBoots: string[];
+  /**
+   * Seq of the snapshot_aggregate this replay started from (no state before it), until a quote
+   * closes a shard past it; null for a replay from the boot's start or once confirmed.
+   */
+  unverifiedFrom: number | null;
   updatedAt: number;
 }
 
@@ -89,6 +97,7 @@ export function parseReplayDoc(json: string, hostId: string): ReplayDoc {
     gap: d.gap ?? null,
     pendingQuotes: Array.isArray(d.pendingQuotes) ? d.pendingQuotes : [],
     pastBoots: Array.isArray(d.pastBoots) ? d.pastBoots : [],
+    unverifiedFrom: isSeq(d.unverifiedFrom) ? d.unverifiedFrom : null,
     updatedAt: typeof d.updatedAt === 'number' ? d.updatedAt : 0,
   };
 }

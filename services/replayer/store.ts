@@ -4,6 +4,7 @@ import { parseReplayDoc, parseSchemePin, type ReplayDoc, type SchemePin } from '
 import { hostKeys, JOIN_TTL_SECONDS } from './keys.ts';
 import { LuaScript, type RedisClient } from './lua.ts';
 import { pcrsToJson } from './pcrs.ts';
+import { type ClosedEnd, parseClosedEnd } from './snapshot.ts';
 
 /** A Kafka message waiting to be produced: value base64, so the outbox is plain JSON. */
 export interface OutboxMessage {
@@ -26,6 +27,8 @@ export interface StoredHost {
   corrupt: ImastreamError | null;
   pin: SchemePin | null;
   outbox: Outbox | null;
+  /** End of the host's last quote-closed shard, which confirms a replay started from a snapshot. */
+  closed: ClosedEnd | null;
 }
 
 /**
@@ -65,22 +68,26 @@ export class ReplayStore {
     private readonly ckptTtlSeconds = JOIN_TTL_SECONDS,
   ) {}
 
-  /** Loads the stored state, scheme pin and outbox of each host, in one round trip. */
+  /** Loads the stored state, scheme pin, outbox and closed end of each host, in one round trip. */
   async load(hostIds: readonly string[]): Promise<Map<string, StoredHost>> {
     const pipe = this.redis.pipeline();
     for (const id of hostIds) {
       pipe.get(hostKeys.replay(id));
       pipe.get(hostKeys.scheme(id));
       pipe.hgetall(hostKeys.outbox(id));
+      pipe.get(hostKeys.closed(id));
     }
     const replies = (await pipe.exec()) ?? [];
     const out = new Map<string, StoredHost>();
     hostIds.forEach((id, i) => {
-      const [replay, pin, outbox] = [0, 1, 2].map((k) => replyOf(replies[3 * i + k]));
-      out.set(
+      const [replay, pin, outbox, closed] = [0, 1, 2, 3].map((k) => replyOf(replies[4 * i + k]));
+      const host = storedHost(
         id,
-        storedHost(id, replay as string | null, pin as string | null, outbox as Record<string, string>),
+        replay as string | null,
+        pin as string | null,
+        outbox as Record<string, string>,
       );
+      out.set(id, { ...host, closed: parseClosedEnd(closed as string | null) });
     });
 
     return out;
@@ -129,7 +136,7 @@ function storedHost(
   raw: string | null,
   pin: string | null,
   box: Record<string, string>,
-): StoredHost {
+): Omit<StoredHost, 'closed'> {
   let doc: ReplayDoc | null = null;
   let corrupt: ImastreamError | null = null;
   if (raw !== null) {

@@ -75,7 +75,14 @@ export class ReplayWorker {
 
   /** Applies the events; stored state that cannot be read is treated as lost, not as bad input. */
   private apply(hostId: string, stored: StoredHost, events: MeasurementEvent[]): ApplyResult {
-    const input = { hostId, pin: stored.pin, events, now: this.now(), ...this.bankOption() };
+    const input = {
+      hostId,
+      pin: stored.pin,
+      closed: stored.closed,
+      events,
+      now: this.now(),
+      ...this.bankOption(),
+    };
     if (stored.corrupt !== null)
       this.logger.error({ err: stored.corrupt, hostId }, 'replay state unreadable');
     try {
