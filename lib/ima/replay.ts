@@ -249,7 +249,7 @@ export class PcrReplay {
   equals(scheme: ExtendScheme, bank: HashAlg, pcr: number, expected: Uint8Array): boolean {
     const chain = this.chain(scheme, bank);
     const slot = chain.slots[pcr];
-    if (expected.byteLength !== chain.size) return false;
+    if (expected.length !== chain.size) return false;
     if (slot === undefined) return expected.every((b) => b === 0);
     for (let i = 0; i < chain.size; i++) if (slot[i] !== expected[i]) return false;
 
