@@ -40,10 +40,12 @@ export class AsciiLogParser {
   private readonly digestBytes: number | undefined;
   private partial: Uint8Array[] = [];
   private partialBytes = 0;
-  /** Stream offset and line number of the first byte not yet consumed. */
+  /** Stream offset and number of the current line (its first byte, even while skipping it). */
   private base = 0;
   private lineNo = 1;
   private skipping = false;
+  /** Bytes of the current line dropped while skipping it. */
+  private skipped = 0;
   private readonly found: ParseProblem[] = [];
   private suppressed = 0;
 
@@ -110,11 +112,12 @@ export class AsciiLogParser {
       if (typeof rec === 'string') this.note('IMS_IMA_BAD_ASCII_LINE', rec, offset, lineNo);
       else records.push(rec);
     }
-    this.base += this.partialBytes + tailBytes;
+    this.base += this.skipped + this.partialBytes + tailBytes;
     this.lineNo++;
     this.partial = [];
     this.partialBytes = 0;
     this.skipping = false;
+    this.skipped = 0;
   }
 
   /** Keeps the start of an unfinished line; a line over the cap is dropped up to its newline. */
@@ -122,7 +125,7 @@ export class AsciiLogParser {
     if (rest.byteLength === 0) return;
     if (this.skipping || this.partialBytes + rest.byteLength > this.limits.maxLine) {
       this.skipping = true;
-      this.base += this.partialBytes + rest.byteLength;
+      this.skipped += this.partialBytes + rest.byteLength;
       this.partial = [];
       this.partialBytes = 0;
       return;

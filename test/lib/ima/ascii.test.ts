@@ -100,6 +100,31 @@ describe('ASCII log parser', () => {
     assert.equal(got[1]!.offset, good.length + long.length);
   });
 
+  it('reports an over-long line at its first byte, however it was chunked', () => {
+    const good = `10 ${'11'.repeat(20)} ima-ng sha1:${'22'.repeat(20)} /a\n`;
+    const bytes = text(`${good}${'x'.repeat(5000)}\n${good}`);
+    for (const size of [64, 1000, bytes.byteLength]) {
+      const parser = new AsciiLogParser({ limits: { maxLine: 200 } });
+      const got: ImaRecord[] = [];
+      for (let at = 0; at < bytes.byteLength; at += size)
+        got.push(...parser.push(bytes.subarray(at, at + size)));
+      const problems = parser.finish();
+      assert.deepEqual(
+        problems.map((p) => [p.line, p.offset]),
+        [[2, good.length]],
+        `chunks of ${size}`,
+      );
+      assert.equal(got[1]!.offset, good.length + 5001);
+    }
+    const unterminated = new AsciiLogParser({ limits: { maxLine: 200 } });
+    unterminated.push(text(good));
+    for (let i = 0; i < 10; i++) unterminated.push(text('y'.repeat(100)));
+    assert.deepEqual(
+      unterminated.finish().map((p) => [p.line, p.offset]),
+      [[2, good.length]],
+    );
+  });
+
   it('rebuilds evm-sig and ima-ngv2 fields', () => {
     const ngv2 = rebuildTemplateData('ima-ngv2', [text(`verity:sha256:${'ab'.repeat(32)}`), text('/f')]);
     assert.ok(ngv2 instanceof Uint8Array);
