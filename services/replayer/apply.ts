@@ -6,9 +6,9 @@ import { PcrReplay } from '../../lib/ima/replay.ts';
 import { checkSnapshotAggregate, replayFromSnapshot } from '../../lib/ima/snapshot-aggregate.ts';
 import { makeAlert } from '../alerts/make.ts';
 import type { BootEvent, Checkpoint, LogRecord, QuoteTaken, SnapshotEvent } from '../shared/records.ts';
-import { ALL_SCHEMES, type ReplayDoc, type SchemePin } from './doc.ts';
+import { ALL_SCHEMES, type ReplayDoc, type Scheme, type SchemePin } from './doc.ts';
 import type { MeasurementEvent, ReplayEffect } from './events.ts';
-import { flattenPcrs } from './pcrs.ts';
+import { flattenPcrs, pcrsFromJson, pcrsToJson } from './pcrs.ts';
 import { type ClosedEnd, type SnapshotClaim, snapshotClaim } from './snapshot.ts';
 import { checkTemplateDigest } from './template-digest.ts';
 
@@ -16,6 +16,11 @@ import { checkTemplateDigest } from './template-digest.ts';
 const PAST_BOOTS_KEPT = 8;
 /** QuoteTaken markers remembered while a gap holds the host. */
 const PENDING_QUOTES_KEPT = 32;
+/**
+ * Seqs whose PCR values are kept for a late QuoteTaken: the last ones of each batch. The agent
+ * sends QuoteTaken right after the records it covers, so it trails them by a few records at most.
+ */
+export const RECENT_PCRS_KEPT = 8;
 
 /** One host's consecutive events from one Kafka batch, with the state stored before them. */
 export interface ApplyInput {
@@ -64,6 +69,8 @@ class HostBatch {
   private readonly effects: ReplayEffect[] = [];
   /** A held range was filled but records dropped meanwhile are still missing. */
   private droppedResendDue = false;
+  /** LogRecords of the batch not yet seen: the last RECENT_PCRS_KEPT of them leave PCR values behind. */
+  private recordsLeft: number;
 
   constructor(private readonly input: ApplyInput) {
     const d = input.doc;
@@ -71,6 +78,7 @@ class HostBatch {
       d === null ? null : { ...d, schemes: [...d.schemes], gap: d.gap === null ? null : { ...d.gap } };
     if (this.doc !== null) this.honourPin(this.doc, input.pin);
     if (this.doc !== null) this.honourClosed(this.doc, input.closed ?? null);
+    this.recordsLeft = input.events.filter((e) => e.type === 'LogRecord').length;
   }
 
   apply(ev: MeasurementEvent): void {
@@ -156,7 +164,7 @@ class HostBatch {
     const doc = this.current(ev.bootId, ev.seq);
     if (doc === null) return;
     if (ev.seq < doc.nextSeq) {
-      this.skipped++;
+      this.lateCheckpoint(doc, ev);
       return;
     }
     if (ev.seq === doc.nextSeq) {
@@ -172,6 +180,7 @@ class HostBatch {
   }
 
   private onRecord(rec: LogRecord): void {
+    this.recordsLeft--;
     const claim = snapshotClaim(rec);
     const start = claim?.ok === true ? this.snapshotStart(rec, claim.agg) : undefined;
     const doc = start === undefined ? this.current(rec.bootId, rec.seq) : this.startFromSnapshot(rec, start);
@@ -186,7 +195,16 @@ class HostBatch {
     }
     if (claim !== undefined && start === undefined) this.checkSnapshot(doc, rec, claim);
     this.extend(doc, rec);
+    if (this.recordsLeft < RECENT_PCRS_KEPT) this.keepRecent(doc);
     this.afterAdvance(doc);
+  }
+
+  /** Keeps the PCR values at nextSeq in the doc's small ring. */
+  private keepRecent(doc: ReplayDoc): void {
+    const replay = this.pcrs(doc);
+    const pcrs = pcrsToJson(doc.schemes.flatMap((s) => flattenPcrs(s, replay.values(s))));
+    const entry = { seq: doc.nextSeq, schemes: [...doc.schemes], pcrs };
+    doc.recent = [...doc.recent.filter((r) => r.seq < doc.nextSeq), entry].slice(-RECENT_PCRS_KEPT);
   }
 
   /**
@@ -236,6 +254,7 @@ class HostBatch {
       pendingQuotes: sameBoot ? old.pendingQuotes.filter((q) => q.seq > rec.seq) : [],
       pastBoots,
       unverifiedFrom: rec.seq,
+      recent: [],
       updatedAt: this.input.now,
     };
     this.changed = true;
@@ -387,14 +406,40 @@ class HostBatch {
     this.effects.push({ kind: 'resend', request });
   }
 
+  /**
+   * A QuoteTaken for a seq the replay already passed: records after it came first. Checkpointed from
+   * the ring of recent PCR values when that seq is still in it (a redelivered QuoteTaken gives the
+   * same checkpoint again); otherwise it is skipped and its shard ends in SHARD_DEADLINE.
+   */
+  private lateCheckpoint(doc: ReplayDoc, ev: QuoteTaken): void {
+    const kept = doc.recent.find((r) => r.seq === ev.seq);
+    if (kept === undefined) {
+      this.skipped++;
+      return;
+    }
+    const schemes = kept.schemes.filter((s) => doc.schemes.includes(s));
+    const pcrs = pcrsFromJson(kept.pcrs).filter((p) => schemes.includes(p.scheme as Scheme));
+    this.emitCheckpoint(doc.bootId, ev.seq, schemes, pcrs);
+  }
+
   private checkpoint(doc: ReplayDoc): void {
     const replay = this.pcrs(doc);
+    const pcrs = doc.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)));
+    this.emitCheckpoint(doc.bootId, doc.nextSeq, doc.schemes, pcrs);
+  }
+
+  private emitCheckpoint(
+    bootId: string,
+    seq: number,
+    schemes: readonly Scheme[],
+    pcrs: Checkpoint['pcrs'],
+  ): void {
     const checkpoint: Checkpoint = {
       hostId: this.input.hostId,
-      bootId: doc.bootId,
-      seq: doc.nextSeq,
-      pcrs: doc.schemes.flatMap((s) => flattenPcrs(s, replay.values(s))),
-      schemes: [...doc.schemes],
+      bootId,
+      seq,
+      pcrs,
+      schemes: [...schemes],
       at: this.input.now,
     };
     this.effects.push({ kind: 'checkpoint', checkpoint });
@@ -444,6 +489,7 @@ class HostBatch {
       pendingQuotes: [],
       pastBoots,
       unverifiedFrom: null,
+      recent: [],
       updatedAt: this.input.now,
     };
     this.changed = true;

@@ -1,4 +1,5 @@
 import { ImastreamError } from '../../lib/errors.ts';
+import type { PcrValueJson } from './pcrs.ts';
 
 /** An extend scheme (DOMAIN.md §2.2): per-bank digests, or SHA-1 zero-padded into every bank. */
 export type Scheme = 'perbank' | 'padded';
@@ -22,6 +23,16 @@ export interface GapHold {
 export interface PendingQuote {
   seq: number;
   quoteId: string;
+}
+
+/**
+ * The PCR values after records [0, seq), kept for the last few seqs of each batch, so a QuoteTaken
+ * that arrives after later records can still be checkpointed.
+ */
+export interface RecentPcrs {
+  seq: number;
+  schemes: Scheme[];
+  pcrs: PcrValueJson[];
 }
 
 /**
@@ -49,6 +60,8 @@ export interface ReplayDoc {
    * closes a shard past it; null for a replay from the boot's start or once confirmed.
    */
   unverifiedFrom: number | null;
+  /** Newest last: PCR values at recent seqs (a small ring, see RecentPcrs). */
+  recent: RecentPcrs[];
   updatedAt: number;
 }
 
@@ -98,6 +111,7 @@ export function parseReplayDoc(json: string, hostId: string): ReplayDoc {
     pendingQuotes: Array.isArray(d.pendingQuotes) ? d.pendingQuotes : [],
     pastBoots: Array.isArray(d.pastBoots) ? d.pastBoots : [],
     unverifiedFrom: isSeq(d.unverifiedFrom) ? d.unverifiedFrom : null,
+    recent: Array.isArray(d.recent) ? d.recent : [],
     updatedAt: typeof d.updatedAt === 'number' ? d.updatedAt : 0,
   };
 }

@@ -43,6 +43,7 @@ const H = {
   otherAk: uniqueHost('qc-otherak'),
   badNonce: uniqueHost('qc-nonce'),
   late: uniqueHost('qc-late'),
+  trailing: uniqueHost('qc-trailing'),
 };
 const HOSTS = Object.values(H);
 
@@ -269,6 +270,26 @@ describe('quote-checker on Kafka, Redis and swtpm', () => {
     await sendQuote(H.badNonce, boot, 0, { nonce: randomBytes(32) });
     const alert = await alertOf(H.badNonce, 'NONCE_MISMATCH');
     assert.deepEqual([alert.value.bootId, alert.value.seq], [boot, 0]);
+  });
+
+  it('closes the shard of a QuoteTaken that arrives after later records', async () => {
+    const boot = `${H.trailing}:1`;
+    const log = truth(H.trailing, boot, 10);
+    await tpm.reset();
+    await measure(log.slice(0, 8));
+    await sendQuote(H.trailing, boot, 8);
+    await measure(log.slice(8));
+    // The log ran ahead of the quote: records 8 and 9 reach the replayer before QuoteTaken(8).
+    await produce(producer, TOPIC.measurements, 'BootEvent', [bootEvent(H.trailing, boot)]);
+    await produce(producer, TOPIC.measurements, 'LogRecord', log);
+    await produce(producer, TOPIC.measurements, 'QuoteTaken', [quoteTaken(H.trailing, boot, 8)]);
+
+    const verdict = await verdictOf(H.trailing, `${boot}:0-8`);
+    assert.equal(verdict.value.status, 'CLOSED');
+    assert.deepEqual(
+      alerts.seen.filter((a) => a.key === H.trailing).map((a) => a.value.kind),
+      [],
+    );
   });
 
   it('raises SHARD_DEADLINE when a checkpoint never meets its quote', async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { PcrReplay } from '../../../lib/ima/replay.ts';
-import { type ApplyInput, applyBatch } from '../../../services/replayer/apply.ts';
+import { type ApplyInput, applyBatch, RECENT_PCRS_KEPT } from '../../../services/replayer/apply.ts';
 import type { ReplayDoc } from '../../../services/replayer/doc.ts';
 import type { MeasurementEvent, ReplayEffect } from '../../../services/replayer/events.ts';
 import type { LogRecord } from '../../../services/shared/records.ts';
@@ -246,5 +246,58 @@ describe('applyBatch', () => {
 
     assert.equal(out.doc?.shardStart, 2);
     assert.equal(out.doc?.nextSeq, 3);
+  });
+});
+
+describe('applyBatch with a QuoteTaken behind the records', () => {
+  const valueAt = (
+    ckpt: { pcrs: { scheme: string; bank: string; pcr: number; value: Buffer }[] },
+    bank: string,
+  ) => ckpt.pcrs.find((p) => p.scheme === 'perbank' && p.bank === bank && p.pcr === 10)?.value;
+  const truthAt = (seq: number) => offline(range(0, seq).map((s) => logRecord(H, B, s)));
+
+  it('checkpoints a seq the batch already passed with the PCR values at that seq', () => {
+    const out = run(null, [boot(), ...range(0, 5).map((s) => rec(s)), taken(3)]);
+
+    assert.deepEqual(kinds(out.effects), ['checkpoint']);
+    const ckpt = nth(out.effects, 0, 'checkpoint').checkpoint;
+    assert.equal(ckpt.seq, 3);
+    assert.deepEqual(ckpt.schemes, ['perbank', 'padded']);
+    assert.equal(ckpt.pcrs.length, 4);
+    assert.deepEqual(new Uint8Array(valueAt(ckpt, 'sha256')!), truthAt(3).value('perbank', 'sha256', 10));
+    assert.notDeepEqual(new Uint8Array(valueAt(ckpt, 'sha256')!), truthAt(5).value('perbank', 'sha256', 10));
+    assert.equal(out.doc?.nextSeq, 5);
+  });
+
+  it('checkpoints it from the stored ring when it comes in a later batch, and the same again on redelivery', () => {
+    const records = run(null, [boot(), ...range(0, 6).map((s) => rec(s))]);
+    const late = run(records.doc, [taken(4)]);
+    const again = run(late.doc, [taken(4)]);
+
+    const ckpt = nth(late.effects, 0, 'checkpoint').checkpoint;
+    assert.equal(ckpt.seq, 4);
+    assert.deepEqual(new Uint8Array(valueAt(ckpt, 'sha1')!), truthAt(4).value('perbank', 'sha1', 10));
+    assert.deepEqual(nth(again.effects, 0, 'checkpoint').checkpoint, ckpt);
+  });
+
+  it('keeps a bounded ring, so a QuoteTaken too far behind is skipped', () => {
+    const n = RECENT_PCRS_KEPT + 12;
+    const out = run(null, [boot(), ...range(0, n).map((s) => rec(s)), taken(3)]);
+
+    assert.deepEqual(kinds(out.effects), []);
+    assert.equal(out.skipped, 1);
+    assert.deepEqual(
+      out.doc?.recent.map((r) => r.seq),
+      range(n - RECENT_PCRS_KEPT + 1, n + 1),
+    );
+  });
+
+  it('checkpoints only the scheme pinned since the values were kept', () => {
+    const records = run(null, [boot(), ...range(0, 4).map((s) => rec(s))]);
+    const late = run(records.doc, [taken(2)], { pin: { bootId: B, scheme: 'perbank' } });
+
+    const ckpt = nth(late.effects, 0, 'checkpoint').checkpoint;
+    assert.deepEqual(ckpt.schemes, ['perbank']);
+    assert.ok(ckpt.pcrs.length > 0 && ckpt.pcrs.every((p) => p.scheme === 'perbank'));
   });
 });
