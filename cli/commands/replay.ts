@@ -62,7 +62,9 @@ interface Summary {
   templates: Record<string, number>;
   violations: number;
   digestMismatches: { count: number; listed: ParseProblem[] };
+  /** The first problems found (the parser caps the list); problemsTotal counts them all. */
   problems: ParseProblem[];
+  problemsTotal: number;
   pcrs: ReplayState['pcrs'];
   expectations: ExpectationResult[];
 }
@@ -159,6 +161,7 @@ async function replayFile(opts: Options): Promise<Summary> {
     violations: 0,
     digestMismatches: { count: 0, listed: [] },
     problems: [],
+    problemsTotal: 0,
     pcrs: {},
     expectations: [],
   };
@@ -178,7 +181,7 @@ async function replayFile(opts: Options): Promise<Summary> {
     if (mismatch !== undefined && s.digestMismatches.count++ < LIST_MAX)
       s.digestMismatches.listed.push(mismatch);
   };
-  const { format, problems } = await streamRecords(
+  const { format, problems, problemsTotal } = await streamRecords(
     opts,
     (format) => {
       s.format = format;
@@ -189,6 +192,7 @@ async function replayFile(opts: Options): Promise<Summary> {
   s.format = format;
   s.templates = templates.counts();
   s.problems = problems;
+  s.problemsTotal = problemsTotal;
   s.pcrs = replay.state().pcrs;
   s.expectations = tracker.results();
 
@@ -228,7 +232,7 @@ async function streamRecords(
   opts: Options,
   onFormat: (format: LogFormat) => void,
   onRecord: (rec: ImaRecord) => void,
-): Promise<{ format: LogFormat; problems: ParseProblem[] }> {
+): Promise<{ format: LogFormat; problems: ParseProblem[]; problemsTotal: number }> {
   await statFile(opts.path);
   let parser: LogParser | undefined;
   let format: LogFormat = opts.format === 'auto' ? 'binary' : opts.format;
@@ -250,7 +254,9 @@ async function streamRecords(
     throw new ImastreamError('IMS_IO_READ_FAILED', `${opts.path}: ${(err as Error).message}`, { cause: err });
   }
 
-  return { format, problems: parser?.finish() ?? [] };
+  const problems = parser?.finish() ?? [];
+
+  return { format, problems, problemsTotal: parser?.problemCount ?? 0 };
 }
 
 async function statFile(path: string): Promise<void> {
@@ -293,7 +299,8 @@ function printText(s: Summary, io: CliIO): void {
   io.out(`violations: ${s.violations}`);
   io.out(`digest mismatches: ${s.digestMismatches.count}`);
   for (const p of s.digestMismatches.listed.slice(0, 20)) io.out(`  at byte ${p.offset}: ${p.message}`);
-  io.out(`parse problems: ${s.problems.length}`);
+  const listed = s.problemsTotal > s.problems.length ? ` (first ${s.problems.length} listed)` : '';
+  io.out(`parse problems: ${s.problemsTotal}${listed}`);
   for (const p of s.problems.slice(0, 20)) io.out(`  ${where(p)}: ${p.code}: ${p.message}`);
   if (s.format === 'binary' && s.records === 0 && s.problems[0]?.offset === 0) {
     io.out('  (a per-bank binary_runtime_measurements_<alg> file? try --digest-alg sha256)');

@@ -72,20 +72,23 @@ export class AsciiLogParser {
       const records: ImaRecord[] = [];
       this.endLine(this.takeLine(new Uint8Array(0)), records, 0);
     }
-    if (this.suppressed > 0) {
-      this.found.push({
-        code: 'IMS_IMA_BAD_ASCII_LINE',
-        message: `${this.suppressed} more problems`,
-        offset: this.base,
-      });
-      this.suppressed = 0;
-    }
 
     return [...this.found];
   }
 
+  /** Problems listed so far (a copy; at most `maxProblems`, see problemCount for the total). */
   get problems(): ParseProblem[] {
     return [...this.found];
+  }
+
+  /** Every problem found so far, listed or only counted. */
+  get problemCount(): number {
+    return this.found.length + this.suppressed;
+  }
+
+  /** Always false: a bad ASCII line ends at its newline, so the parse goes on with the next. */
+  get hasStopped(): boolean {
+    return false;
   }
 
   /** The whole current line: kept partial chunks plus `tail`, or undefined while skipping. */
@@ -279,11 +282,11 @@ export function formatAsciiLine(rec: ImaRecord, byteOrder: ByteOrder = 'le'): st
 export function parseAsciiLog(
   bytes: Uint8Array,
   opts: AsciiParserOptions = {},
-): { records: ImaRecord[]; problems: ParseProblem[] } {
+): { records: ImaRecord[]; problems: ParseProblem[]; problemsTotal: number } {
   const parser = new AsciiLogParser(opts);
   const records = parser.push(bytes);
 
-  return { records, problems: parser.finish() };
+  return { records, problems: parser.finish(), problemsTotal: parser.problemCount };
 }
 
 export { parseLog } from './parse.ts';

@@ -23,7 +23,7 @@ export interface BinaryLimits {
   maxTemplateData: number;
   /** Highest PCR index (23 on a PC-client TPM). */
   maxPcr: number;
-  /** Non-fatal problems kept; the rest are only counted. */
+  /** Non-fatal problems listed; the rest are only counted (see problemCount). */
   maxProblems: number;
 }
 
@@ -126,13 +126,13 @@ export class BinaryLogParser {
         (this.need > this.pendingBytes ? ` (the record needs ${this.need})` : '');
       this.stop({ code: 'IMS_IMA_TRUNCATED', message, offset: this.base });
     }
-    if (this.suppressed > 0) {
-      const message = `${this.suppressed} more problems not listed`;
-      this.found.push({ code: this.found[0]!.code, message, offset: this.base });
-      this.suppressed = 0;
-    }
 
     return this.problems;
+  }
+
+  /** Every problem found so far, listed or only counted (problems lists at most maxProblems + 1). */
+  get problemCount(): number {
+    return this.found.length + this.suppressed;
   }
 
   private parseAll(buf: Uint8Array, records: ImaRecord[]): number {

@@ -8,7 +8,12 @@ export type LogFormat = 'binary' | 'ascii';
 /** The push/finish shape both incremental parsers share. */
 export interface LogParser {
   push(chunk: Uint8Array): ImaRecord[];
+  /** Ends the stream; returns the listed problems (capped, so see problemCount for the total). */
   finish(): ParseProblem[];
+  /** Every problem found, listed or only counted. */
+  readonly problemCount: number;
+  /** Whether a framing problem ended the parse: later pushes are ignored. */
+  readonly hasStopped: boolean;
 }
 
 export interface ParseLogOptions {
@@ -48,14 +53,23 @@ export function createLogParser(format: LogFormat, opts: ParseLogOptions = {}): 
 export function parseLog(
   bytes: Uint8Array,
   opts: ParseLogOptions = {},
-): { format: LogFormat | undefined; records: ImaRecord[]; problems: ParseProblem[] } {
+): {
+  format: LogFormat | undefined;
+  records: ImaRecord[];
+  problems: ParseProblem[];
+  /** Every problem found; `problems` lists at most the parser's maxProblems of them. */
+  problemsTotal: number;
+} {
   const format = opts.format === undefined || opts.format === 'auto' ? sniffFormat(bytes) : opts.format;
   if (format === undefined) {
     const message = 'input is neither a binary nor an ASCII IMA log';
-    return { format, records: [], problems: [{ code: 'IMS_IMA_UNKNOWN_FORMAT', message, offset: 0 }] };
+    const problems: ParseProblem[] = [{ code: 'IMS_IMA_UNKNOWN_FORMAT', message, offset: 0 }];
+    return { format, records: [], problems, problemsTotal: 1 };
   }
   const parser = createLogParser(format, opts);
   const records = parser.push(bytes);
 
-  return { format, records, problems: parser.finish() };
+  const problems = parser.finish();
+
+  return { format, records, problems, problemsTotal: parser.problemCount };
 }

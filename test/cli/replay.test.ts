@@ -135,6 +135,20 @@ describe('imastream replay', () => {
     assert.equal(sniffed.records, 20);
     assert.equal((await replay(log, '--format', 'ascii')).code, 0);
   });
+
+  it('counts every problem but lists only the first ones, with no summary posing as a problem', async () => {
+    const { records } = generateLog({ records: 1, seed: 55 });
+    const log = join(dir, 'many-bad-lines.log');
+    writeFileSync(log, formatAsciiLine(records[0]!) + 'not a measurement\n'.repeat(1500));
+    const doc = JSON.parse((await replay(log, '--format', 'ascii', '--json')).out);
+    assert.equal(doc.records, 1);
+    assert.equal(doc.problemsTotal, 1500);
+    assert.equal(doc.problems.length, 1000);
+    assert.ok(doc.problems.every((p: { message: string }) => !/more problems/.test(p.message)));
+    assert.equal(doc.problems.at(-1).line, 1001);
+    const text = await replay(log, '--format', 'ascii');
+    assert.match(text.out, /parse problems: 1500 \(first 1000 listed\)/);
+  });
 });
 
 describe('imastream replay: unusable input exits 2 with one line', () => {

@@ -125,6 +125,18 @@ describe('ASCII log parser', () => {
     );
   });
 
+  it('lists at most maxProblems problems and counts them all', () => {
+    const parser = new AsciiLogParser({ limits: { maxProblems: 3 } });
+    parser.push(text('bad\n'.repeat(10)));
+    const listed = parser.finish();
+    assert.deepEqual(
+      listed.map((p) => p.line),
+      [1, 2, 3],
+    );
+    assert.equal(parser.problemCount, 10);
+    assert.equal(parseAsciiLog(text('bad\n'.repeat(1200))).problemsTotal, 1200);
+  });
+
   it('rebuilds evm-sig and ima-ngv2 fields', () => {
     const ngv2 = rebuildTemplateData('ima-ngv2', [text(`verity:sha256:${'ab'.repeat(32)}`), text('/f')]);
     assert.ok(ngv2 instanceof Uint8Array);
