@@ -42,7 +42,7 @@ const CHUNK = 1 << 20;
 /** Digest mismatches and problems listed in full; the rest are counted. */
 const LIST_MAX = 1000;
 
-interface Options {
+export interface Options {
   path: string;
   format: LogFormat | 'auto';
   /** Undefined: sha1 for binary logs; by column width for ASCII logs. */
@@ -53,7 +53,7 @@ interface Options {
   json: boolean;
 }
 
-interface Summary {
+export interface Summary {
   file: string;
   format: LogFormat;
   /** Undefined: chosen per record by the digest's size (ASCII logs without a bank suffix). */
@@ -80,7 +80,8 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     io.out(USAGE);
     return EXIT.ok;
   }
-  const summary = await replayFile(opts);
+  await statFile(opts.path);
+  const summary = await replayChunks(readChunks(opts.path), opts);
   if (opts.json) io.out(JSON.stringify(toJson(summary), null, 2));
   else printText(summary, io);
   if (opts.expect.length === 0) return EXIT.ok;
@@ -148,7 +149,8 @@ function checkAlg(fileAlg: HashAlg | undefined, rec: ImaRecord): HashAlg {
   return fileAlg ?? BY_SIZE[rec.templateDigest.byteLength] ?? 'sha1';
 }
 
-async function replayFile(opts: Options): Promise<Summary> {
+/** Replays a log read as `chunks` (the file's, in `run`); reading stops at a framing problem. */
+export async function replayChunks(chunks: AsyncIterable<Uint8Array>, opts: Options): Promise<Summary> {
   const expectations = opts.expect.map(parseExpectation);
   const replay = new PcrReplay({ banks: opts.banks });
   const tracker = new ExpectationTracker(replay, expectations);
@@ -182,6 +184,7 @@ async function replayFile(opts: Options): Promise<Summary> {
       s.digestMismatches.listed.push(mismatch);
   };
   const { format, problems, problemsTotal } = await streamRecords(
+    chunks,
     opts,
     (format) => {
       s.format = format;
@@ -227,36 +230,49 @@ class TemplateCounter {
   }
 }
 
-/** Streams the file through the incremental parser; the whole log is never in memory. */
+/**
+ * Streams the chunks through the incremental parser; the whole log is never in memory. Reading
+ * stops at the first framing problem: nothing after it can be parsed, and the rest of a hostile
+ * file may be gigabytes (a sparse file costs nothing to make).
+ */
 async function streamRecords(
+  chunks: AsyncIterable<Uint8Array>,
   opts: Options,
   onFormat: (format: LogFormat) => void,
   onRecord: (rec: ImaRecord) => void,
 ): Promise<{ format: LogFormat; problems: ParseProblem[]; problemsTotal: number }> {
-  await statFile(opts.path);
   let parser: LogParser | undefined;
   let format: LogFormat = opts.format === 'auto' ? 'binary' : opts.format;
-  try {
-    for await (const chunk of createReadStream(opts.path, { highWaterMark: CHUNK })) {
-      if (parser === undefined) {
-        format = pickFormat(opts.format, chunk as Buffer);
-        onFormat(format);
-        const digestAlg = opts.digestAlg ?? (format === 'binary' ? 'sha1' : undefined);
-        parser = createLogParser(format, { digestAlg, byteOrder: opts.byteOrder });
-      }
-      // A plain Uint8Array view, so every byte array the replay touches has one shape (a mix
-      // of Buffer and Uint8Array makes the per-record byte loops polymorphic, hence slower).
-      const bytes = new Uint8Array((chunk as Buffer).buffer, (chunk as Buffer).byteOffset, chunk.length);
-      for (const rec of parser.push(bytes)) onRecord(rec);
+  for await (const bytes of chunks) {
+    if (parser === undefined) {
+      format = pickFormat(opts.format, bytes);
+      onFormat(format);
+      const digestAlg = opts.digestAlg ?? (format === 'binary' ? 'sha1' : undefined);
+      parser = createLogParser(format, { digestAlg, byteOrder: opts.byteOrder });
     }
-  } catch (err) {
-    if (err instanceof ImastreamError) throw err;
-    throw new ImastreamError('IMS_IO_READ_FAILED', `${opts.path}: ${(err as Error).message}`, { cause: err });
+    for (const rec of parser.push(bytes)) onRecord(rec);
+    if (parser.hasStopped) break;
   }
-
   const problems = parser?.finish() ?? [];
 
   return { format, problems, problemsTotal: parser?.problemCount ?? 0 };
+}
+
+/** The file's bytes in chunks, each a plain Uint8Array view; read errors become IMS_IO_READ_FAILED. */
+async function* readChunks(path: string): AsyncGenerator<Uint8Array> {
+  const stream = createReadStream(path, { highWaterMark: CHUNK });
+  try {
+    for await (const chunk of stream) {
+      // A plain Uint8Array view, so every byte array the replay touches has one shape (a mix
+      // of Buffer and Uint8Array makes the per-record byte loops polymorphic, hence slower).
+      const b = chunk as Buffer;
+      yield new Uint8Array(b.buffer, b.byteOffset, b.length);
+    }
+  } catch (err) {
+    throw new ImastreamError('IMS_IO_READ_FAILED', `${path}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    stream.destroy();
+  }
 }
 
 async function statFile(path: string): Promise<void> {

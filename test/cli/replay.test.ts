@@ -3,6 +3,7 @@ import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { type Options, replayChunks } from '../../cli/commands/replay.ts';
 import { main } from '../../cli/main.ts';
 import { toHex } from '../../lib/bytes/hex.ts';
 import { formatAsciiLine } from '../../lib/ima/ascii.ts';
@@ -148,6 +149,63 @@ describe('imastream replay', () => {
     assert.equal(doc.problems.at(-1).line, 1001);
     const text = await replay(log, '--format', 'ascii');
     assert.match(text.out, /parse problems: 1500 \(first 1000 listed\)/);
+  });
+});
+
+describe('replayChunks', () => {
+  const opts: Options = {
+    path: 'chunks',
+    format: 'auto',
+    digestAlg: undefined,
+    byteOrder: 'auto',
+    banks: ['sha1'],
+    expect: [],
+    json: false,
+  };
+
+  /** `first`, then zero-filled chunks; counts how many were read and whether reading was closed. */
+  function source(first: Uint8Array[]) {
+    const seen = { pulled: 0, closed: false };
+    async function* chunks() {
+      try {
+        for (const c of first) {
+          seen.pulled++;
+          yield c;
+        }
+        for (let i = 0; i < 50; i++) {
+          seen.pulled++;
+          yield new Uint8Array(4096);
+        }
+      } finally {
+        seen.closed = true;
+      }
+    }
+    return { seen, chunks: chunks() };
+  }
+
+  it('stops reading at a framing problem in the first record', async () => {
+    const { seen, chunks } = source([]);
+    const s = await replayChunks(chunks, opts);
+    assert.equal(seen.pulled, 1);
+    assert.ok(seen.closed);
+    assert.equal(s.records, 0);
+    assert.deepEqual(
+      s.problems.map((p) => [p.code, p.offset]),
+      [['IMS_IMA_BAD_TEMPLATE_NAME', 0]],
+    );
+  });
+
+  it('stops reading at a framing problem after good records', async () => {
+    const { bytes } = generateLog({ records: 4, seed: 56 });
+    const { seen, chunks } = source([bytes]);
+    const s = await replayChunks(chunks, opts);
+    assert.equal(s.records, 4);
+    assert.equal(seen.pulled, 2);
+    assert.ok(seen.closed);
+    assert.deepEqual(
+      s.problems.map((p) => [p.code, p.offset]),
+      [['IMS_IMA_BAD_TEMPLATE_NAME', bytes.byteLength]],
+    );
   });
 });
 
