@@ -193,6 +193,24 @@ export class QuoteStore {
     return raw === null ? null : (JSON.parse(raw) as ClosedShard);
   }
 
+  /**
+   * The snapshot_aggregate start of the host's replay, while unconfirmed, as a start point: the
+   * replayer's doc (`h:{host}:replay`) is read, never written, here.
+   */
+  async snapshotAnchor(hostId: string): Promise<ClosedShard | null> {
+    const raw = await this.redis.get(hostKeys.replay(hostId));
+    if (raw === null) return null;
+    try {
+      const d = JSON.parse(raw) as { bootId?: unknown; unverifiedFrom?: unknown; startPcrs?: unknown };
+      if (typeof d.bootId !== 'string' || !Number.isSafeInteger(d.unverifiedFrom)) return null;
+      if (!Array.isArray(d.startPcrs)) return null;
+      const endPcrs = d.startPcrs as PcrValueJson[];
+      return { bootId: d.bootId, endSeq: d.unverifiedFrom as number, scheme: 'snapshot', endPcrs };
+    } catch {
+      return null;
+    }
+  }
+
   async recordVerdict(
     at: { hostId: string; bootId: string; seq: number },
     summary: object,

@@ -47,6 +47,23 @@ export function shardRange(
   return { startSeq, endSeq: seq };
 }
 
+/**
+ * Where the shard a quote at (bootId, seq) judges starts: the last closed shard of the boot, else
+ * the snapshot_aggregate a replay of the boot started from (the replayer's `unverifiedFrom`, with
+ * the claimed values as start PCRs), else null (the boot's start, from zeros).
+ */
+export function startingPoint(
+  closed: ClosedShard | null,
+  anchor: ClosedShard | null,
+  bootId: string,
+  seq: number,
+): ClosedShard | null {
+  if (closed !== null && closed.bootId === bootId && closed.endSeq < seq) return closed;
+  if (anchor !== null && anchor.bootId === bootId && anchor.endSeq < seq) return anchor;
+
+  return closed;
+}
+
 /** Builds the verdict of a joined quote and checkpoint, with the PCR_MISMATCH alert of a failure. */
 export function buildVerdict(input: VerdictInput): VerdictOutcome {
   const { checkpoint: c, comparison } = input;

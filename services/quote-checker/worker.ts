@@ -17,7 +17,7 @@ import { type Comparison, compareByDigest, compareWithCheckpoint } from './compa
 import { attestHashOf, judgeQuote, type QuoteContext } from './judge.ts';
 import { acceptedNonces, findNonce, type IssuedNonce } from './nonce-window.ts';
 import type { ParkedQuote, QuoteStore } from './store.ts';
-import { buildVerdict } from './verdict.ts';
+import { buildVerdict, startingPoint } from './verdict.ts';
 
 /** A quote this recent may have overtaken its host's enrolment or challenge on the way in. */
 const FRESH_QUOTE_MS = 60_000;
@@ -145,15 +145,16 @@ export class QuoteWorker {
 
   private async finishJoin(parked: ParkedQuote, checkpoint: Checkpoint): Promise<void> {
     const comparison = compare(parked, checkpoint);
-    const [closed, pinned] = await Promise.all([
+    const [closed, anchor, pinned] = await Promise.all([
       this.store.closed(checkpoint.hostId),
+      this.store.snapshotAnchor(checkpoint.hostId),
       this.store.pin(checkpoint.hostId),
     ]);
     const out = buildVerdict({
       checkpoint,
       quoteId: parked.quoteId,
       comparison,
-      closed,
+      closed: startingPoint(closed, anchor, checkpoint.bootId, checkpoint.seq),
       pinned,
       now: this.now(),
     });

@@ -129,6 +129,7 @@ class HostBatch {
     const from = doc.unverifiedFrom;
     if (from === null || closed === null || closed.bootId !== doc.bootId || closed.endSeq <= from) return;
     doc.unverifiedFrom = null;
+    doc.startPcrs = null;
     if (doc.status === 'unverified') doc.status = 'ok';
     this.changed = true;
   }
@@ -254,6 +255,7 @@ class HostBatch {
       pendingQuotes: sameBoot ? old.pendingQuotes.filter((q) => q.seq > rec.seq) : [],
       pastBoots,
       unverifiedFrom: rec.seq,
+      startPcrs: pcrsToJson(replay.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)))),
       recent: [],
       updatedAt: this.input.now,
     };
@@ -489,6 +491,7 @@ class HostBatch {
       pendingQuotes: [],
       pastBoots,
       unverifiedFrom: null,
+      startPcrs: null,
       recent: [],
       updatedAt: this.input.now,
     };

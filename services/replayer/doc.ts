@@ -60,6 +60,8 @@ export interface ReplayDoc {
    * closes a shard past it; null for a replay from the boot's start or once confirmed.
    */
   unverifiedFrom: number | null;
+  /** The claimed PCR values the replay started from at unverifiedFrom (both schemes); null with it. */
+  startPcrs: PcrValueJson[] | null;
   /** Newest last: PCR values at recent seqs (a small ring, see RecentPcrs). */
   recent: RecentPcrs[];
   updatedAt: number;
@@ -111,6 +113,7 @@ export function parseReplayDoc(json: string, hostId: string): ReplayDoc {
     pendingQuotes: Array.isArray(d.pendingQuotes) ? d.pendingQuotes : [],
     pastBoots: Array.isArray(d.pastBoots) ? d.pastBoots : [],
     unverifiedFrom: isSeq(d.unverifiedFrom) ? d.unverifiedFrom : null,
+    startPcrs: Array.isArray(d.startPcrs) ? d.startPcrs : null,
     recent: Array.isArray(d.recent) ? d.recent : [],
     updatedAt: typeof d.updatedAt === 'number' ? d.updatedAt : 0,
   };

@@ -176,6 +176,7 @@ describe('replayer starting from a snapshot_aggregate, confirmed by swtpm', () =
     await tpm.reset();
     const early = Array.from({ length: CUT }, (_, i) => logRecord(host, boot, i));
     await measure(early);
+    const claimed = await tpm.pcrRead(SELECTION);
     const snap = snapshotRecord(host, boot, CUT, await claimFromTpm(tweak));
     const later = Array.from({ length: END - CUT - 1 }, (_, i) => logRecord(host, boot, CUT + 1 + i));
     await measure([snap, ...later]);
@@ -185,13 +186,17 @@ describe('replayer starting from a snapshot_aggregate, confirmed by swtpm', () =
     assert.equal(d.unverifiedFrom, CUT);
     await sendQuote(host, boot, END);
 
-    return { boot, verdict: await verdictAt(host, END) };
+    return { boot, claimed, verdict: await verdictAt(host, END) };
   }
 
   it('starts from the snapshot, unverified, and a quote past it confirms the chain', async () => {
-    const { boot, verdict } = await lateJoin(HONEST);
+    const { boot, verdict, claimed } = await lateJoin(HONEST);
     assert.equal(verdict.value.status, 'CLOSED');
-    assert.equal(verdict.value.bootId, boot);
+    // The shard is what was replayed: from the snapshot, with its claimed values as start PCRs.
+    assert.equal(verdict.value.shardId, `${boot}:${CUT}-${END}`);
+    const start = verdict.value.startPcrs as PcrValue[];
+    const sha256 = start.find((p) => p.scheme === 'perbank' && p.bank === 'sha256' && p.pcr === 10);
+    assert.equal(toHex(sha256!.value), toHex(claimed.get('sha256')!.get(10)!));
 
     // The next batch of the host sees the closed shard and lifts the mark.
     const next = logRecord(HONEST, boot, END);

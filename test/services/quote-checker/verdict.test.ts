@@ -3,7 +3,12 @@ import { describe, it } from 'node:test';
 
 import { compareWithCheckpoint } from '../../../services/quote-checker/compare.ts';
 import { acceptedNonces, findNonce } from '../../../services/quote-checker/nonce-window.ts';
-import { buildVerdict, type ClosedShard, shardRange } from '../../../services/quote-checker/verdict.ts';
+import {
+  buildVerdict,
+  type ClosedShard,
+  shardRange,
+  startingPoint,
+} from '../../../services/quote-checker/verdict.ts';
 import type { Checkpoint, PcrValue } from '../../../services/shared/records.ts';
 
 const v = (scheme: string, bank: string, pcr: number, byte: number): PcrValue => ({
@@ -72,6 +77,21 @@ describe('shard ranges and verdicts', () => {
     assert.deepEqual(shardRange(closed, 'b:1', 40), { startSeq: 25, endSeq: 40 });
     assert.deepEqual(shardRange(closed, 'b:2', 40), { startSeq: 0, endSeq: 40 });
     assert.deepEqual(shardRange(closed, 'b:1', 20), { startSeq: 0, endSeq: 20 });
+  });
+
+  it('starts at the snapshot a replay started from until a shard of the boot closed past it', () => {
+    const anchor: ClosedShard = { bootId: 'b:1', endSeq: 6, scheme: 'snapshot', endPcrs: [] };
+
+    assert.equal(startingPoint(null, anchor, 'b:1', 10), anchor);
+    assert.equal(startingPoint(null, anchor, 'b:2', 10), null);
+    assert.equal(startingPoint(null, anchor, 'b:1', 6), null);
+    assert.equal(startingPoint(closed, anchor, 'b:1', 40), closed);
+    const otherBoot = { ...closed, bootId: 'b:0' };
+    assert.equal(startingPoint(otherBoot, anchor, 'b:1', 10), anchor);
+    assert.deepEqual(shardRange(startingPoint(null, anchor, 'b:1', 10), 'b:1', 10), {
+      startSeq: 6,
+      endSeq: 10,
+    });
   });
 
   it('closes a matching shard with its scheme, start and end PCRs, and pins the scheme', () => {

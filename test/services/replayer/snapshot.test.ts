@@ -134,6 +134,8 @@ describe('applyBatch with snapshot_aggregate', () => {
       [out.doc?.nextSeq, out.doc?.status, out.doc?.unverifiedFrom, out.doc?.shardStart],
       [S + 2, 'unverified', S, S],
     );
+    const claimed = out.doc?.startPcrs?.find((p) => p.scheme === 'perbank' && p.bank === 'sha256');
+    assert.equal(claimed?.value, toHex(offline(before()).value('perbank', 'sha256', 10)));
     // The records before the snapshot were never seen, yet the checkpoint is what the TPM holds.
     const truth = offline([...before(), snap, file(S + 1)]);
     const first = out.effects[0];
@@ -166,7 +168,10 @@ describe('applyBatch with snapshot_aggregate', () => {
     assert.equal(notPast.doc?.status, 'unverified');
 
     const confirmed = run(start.doc, next, { closed: { bootId: B, endSeq: S + 1 } });
-    assert.deepEqual([confirmed.doc?.status, confirmed.doc?.unverifiedFrom], ['ok', null]);
+    assert.deepEqual(
+      [confirmed.doc?.status, confirmed.doc?.unverifiedFrom, confirmed.doc?.startPcrs],
+      ['ok', null, null],
+    );
   });
 
   it('stays unverified across a gap that closes', () => {
