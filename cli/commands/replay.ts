@@ -4,7 +4,14 @@ import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { toHex } from '../../lib/bytes/hex.ts';
 import { ImastreamError } from '../../lib/errors.ts';
-import { canHash, DEFAULT_BANKS, type HashAlg, hashAlgFromKernelName, isHashAlg } from '../../lib/hash.ts';
+import {
+  canHash,
+  DEFAULT_BANKS,
+  digestSize,
+  type HashAlg,
+  hashAlgFromKernelName,
+  isHashAlg,
+} from '../../lib/hash.ts';
 import { checkTemplateDigest } from '../../lib/ima/check.ts';
 import { type ExpectationResult, ExpectationTracker, parseExpectation } from '../../lib/ima/expect.ts';
 import { createLogParser, type LogFormat, type LogParser, sniffFormat } from '../../lib/ima/parse.ts';
@@ -45,8 +52,11 @@ const LIST_MAX = 1000;
 export interface Options {
   path: string;
   format: LogFormat | 'auto';
-  /** Undefined: sha1 for binary logs; by column width for ASCII logs. */
+  /** From --digest-alg. Undefined: the file name's bank, else sha1, for binary logs; for ASCII logs
+   * the column's width (the file name's bank only tells SM3 from SHA-256). */
   digestAlg: HashAlg | undefined;
+  /** The bank a `binary_runtime_measurements_<bank>` (or ascii_…) file name names, if any. */
+  nameAlg: HashAlg | undefined;
   byteOrder: ByteOrder | 'auto';
   banks: HashAlg[];
   expect: string[];
@@ -113,7 +123,8 @@ function parseOptions(argv: string[]): Options | undefined {
     path,
     format,
     byteOrder,
-    digestAlg: values['digest-alg'] === undefined ? digestAlgFromName(path) : bank(values['digest-alg']),
+    digestAlg: values['digest-alg'] === undefined ? undefined : bank(values['digest-alg']),
+    nameAlg: bankFromFileName(path),
     banks: values.banks === undefined ? [...DEFAULT_BANKS] : values.banks.split(',').map(bank),
     expect: values.expect ?? [],
     json: values.json === true,
@@ -136,17 +147,47 @@ function bank(name: string): HashAlg {
   return alg;
 }
 
-/** `binary_runtime_measurements_sha256` was written for the SHA-256 bank (Linux 6.10+). */
-function digestAlgFromName(path: string): HashAlg | undefined {
-  const m = /_runtime_measurements_([a-z0-9-]+)$/.exec(basename(path));
-  return m === null ? undefined : bank(m[1]!);
+/** Spellings of SM3 seen in file names besides the kernel's own (`sm3`, `sm3-256`). */
+const SM3_ALIASES = new Set(['sm3_256', 'sm3256']);
+
+/**
+ * `binary_runtime_measurements_sha256` was written for the SHA-256 bank (Linux 6.10+). Only a
+ * known bank name counts: other suffixes (`_ima`, `_orig`, `_ima-ng_sha256`) are names people give
+ * copies, not banks, and are ignored.
+ */
+function bankFromFileName(path: string): HashAlg | undefined {
+  const m = /^(?:binary|ascii)_runtime_measurements_(.+)$/.exec(basename(path));
+  if (m === null) return undefined;
+  const suffix = m[1]!.toLowerCase();
+  if (SM3_ALIASES.has(suffix)) return 'sm3';
+
+  return hashAlgFromKernelName(suffix) ?? (isHashAlg(suffix) ? suffix : undefined);
+}
+
+/**
+ * The bank of the template-digest field, which frames binary records: --digest-alg, else the
+ * file name's bank, else sha1. Undefined for ASCII logs unless --digest-alg is given: the
+ * column's hex has its own length.
+ */
+function framingAlg(opts: Options, format: LogFormat): HashAlg | undefined {
+  if (opts.digestAlg !== undefined || format === 'ascii') return opts.digestAlg;
+  if (opts.nameAlg !== undefined && !canHash(opts.nameAlg)) bank(opts.nameAlg);
+
+  return opts.nameAlg ?? 'sha1';
 }
 
 const BY_SIZE: Readonly<Record<number, HashAlg>> = { 20: 'sha1', 32: 'sha256', 48: 'sha384', 64: 'sha512' };
 
-/** The bank to check a record's digest in: the file's, else guessed from the digest size. */
-function checkAlg(fileAlg: HashAlg | undefined, rec: ImaRecord): HashAlg {
-  return fileAlg ?? BY_SIZE[rec.templateDigest.byteLength] ?? 'sha1';
+/**
+ * The bank to check a record's digest in: the file's, else guessed from the digest size, where
+ * the file name's bank breaks the tie of equal sizes (SM3 and SHA-256).
+ */
+function checkAlg(fileAlg: HashAlg | undefined, nameAlg: HashAlg | undefined, rec: ImaRecord): HashAlg {
+  if (fileAlg !== undefined) return fileAlg;
+  const size = rec.templateDigest.byteLength;
+  if (nameAlg !== undefined && digestSize(nameAlg) === size && canHash(nameAlg)) return nameAlg;
+
+  return BY_SIZE[size] ?? 'sha1';
 }
 
 /** Replays a log read as `chunks` (the file's, in `run`); reading stops at a framing problem. */
@@ -178,7 +219,7 @@ export async function replayChunks(chunks: AsyncIterable<Uint8Array>, opts: Opti
       s.violations++;
       return;
     }
-    const alg = checkAlg(s.digestAlg, rec);
+    const alg = checkAlg(s.digestAlg, opts.nameAlg, rec);
     const mismatch = checkTemplateDigest(rec, alg, replay.lastTemplateDigest(alg));
     if (mismatch !== undefined && s.digestMismatches.count++ < LIST_MAX)
       s.digestMismatches.listed.push(mismatch);
@@ -188,7 +229,7 @@ export async function replayChunks(chunks: AsyncIterable<Uint8Array>, opts: Opti
     opts,
     (format) => {
       s.format = format;
-      s.digestAlg ??= format === 'binary' ? 'sha1' : undefined;
+      s.digestAlg = framingAlg(opts, format);
     },
     onRecord,
   );
@@ -247,8 +288,7 @@ async function streamRecords(
     if (parser === undefined) {
       format = pickFormat(opts.format, bytes);
       onFormat(format);
-      const digestAlg = opts.digestAlg ?? (format === 'binary' ? 'sha1' : undefined);
-      parser = createLogParser(format, { digestAlg, byteOrder: opts.byteOrder });
+      parser = createLogParser(format, { digestAlg: framingAlg(opts, format), byteOrder: opts.byteOrder });
     }
     for (const rec of parser.push(bytes)) onRecord(rec);
     if (parser.hasStopped) break;

@@ -102,6 +102,31 @@ describe('imastream replay', () => {
     assert.equal(forced.problems[0].code, 'IMS_IMA_BAD_TEMPLATE_NAME');
   });
 
+  it('ignores a file-name suffix that is not a bank', async () => {
+    for (const f of [
+      'keylime/ascii_runtime_measurements_ima',
+      'kunpengsecl/ascii_runtime_measurements_orig',
+    ]) {
+      const r = await replay(corpus(f), '--json');
+      assert.equal(r.code, 0, r.err.join('\n'));
+      assert.ok(JSON.parse(r.out).records > 0, f);
+    }
+    const log = join(dir, 'binary_runtime_measurements_ima');
+    copyFileSync(corpus('tpm2-tss/sml-ima-sha1.bin'), log);
+    const r = await replay(log, '--json');
+    assert.equal(r.code, 0, r.err.join('\n'));
+    assert.equal(JSON.parse(r.out).digestAlg, 'sha1');
+  });
+
+  it('a bank suffix on an ASCII log does not frame it: the column has its own length', async () => {
+    const log = join(dir, 'ascii_runtime_measurements_sha256');
+    copyFileSync(corpus('keylime/ascii_runtime_measurements_ima'), log);
+    const named = JSON.parse((await replay(log, '--json')).out);
+    const plain = JSON.parse((await replay(corpus('keylime/ascii_runtime_measurements_ima'), '--json')).out);
+    assert.equal(named.records, plain.records);
+    assert.deepEqual(named.problems, plain.problems);
+  });
+
   it('reports digest mismatches and keeps replaying', async () => {
     const { records, bytes } = generateLog({ records: 5, seed: 52 });
     const bad = Uint8Array.from(bytes);
@@ -157,6 +182,7 @@ describe('replayChunks', () => {
     path: 'chunks',
     format: 'auto',
     digestAlg: undefined,
+    nameAlg: undefined,
     byteOrder: 'auto',
     banks: ['sha1'],
     expect: [],
