@@ -26,6 +26,7 @@ const CATALOGUE = {
   IMS_IMA_UNSUPPORTED_ALG: 'hash algorithm not supported',
   IMS_IMA_BAD_SNAPSHOT_AGGREGATE: 'snapshot_aggregate data does not follow the RFC grammar',
   IMS_IMA_UNKNOWN_TEMPLATE: 'template name is neither built in nor a list of known fields',
+  IMS_IMA_NO_RECORDS: 'the log is empty or holds no record',
 
   // replay
   IMS_REPLAY_BAD_EXPECTATION: 'an expected PCR value is malformed',

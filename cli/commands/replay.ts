@@ -32,6 +32,9 @@ const USAGE = `usage: imastream replay LOG [--format auto|binary|ascii] [--diges
   --json           one JSON document instead of text
 
 Replays both extend schemes (perbank: each bank's own hash; padded: SHA-1 zero-padded).
+A binary log has no separators: a framing problem (PCR index, a length, the template name) stops
+the parse there, and the PCR values are those of the records before it. A bad ASCII line is
+skipped. A log of which not one record can be read (or an empty file) is unusable input.
 exit: 0 ok (with --expect: every value matched), 1 an expected value never matched, 2 unusable input`;
 
 const OPTIONS = {
@@ -224,7 +227,7 @@ export async function replayChunks(chunks: AsyncIterable<Uint8Array>, opts: Opti
     if (mismatch !== undefined && s.digestMismatches.count++ < LIST_MAX)
       s.digestMismatches.listed.push(mismatch);
   };
-  const { format, problems, problemsTotal } = await streamRecords(
+  const { format, problems, problemsTotal, head } = await streamRecords(
     chunks,
     opts,
     (format) => {
@@ -239,8 +242,33 @@ export async function replayChunks(chunks: AsyncIterable<Uint8Array>, opts: Opti
   s.problemsTotal = problemsTotal;
   s.pcrs = replay.state().pcrs;
   s.expectations = tracker.results();
+  if (s.records === 0) throw noRecords(s, opts, head);
 
   return s;
+}
+
+/**
+ * A log of which not one record could be read is unusable: its PCR values would be the initial
+ * ones, which an all-zero expectation would "match". The error names the first problem.
+ */
+function noRecords(s: Summary, opts: Options, head: Uint8Array): ImastreamError {
+  const first = s.problems[0];
+  if (first === undefined) {
+    const message =
+      head.byteLength === 0 ? `${s.file}: the file is empty` : `${s.file}: no record in the log`;
+    return new ImastreamError('IMS_IMA_NO_RECORDS', message);
+  }
+  const hint = digestAlgHint(s, opts, first, head);
+  const message = `${s.file}: no record could be read: ${where(first)}: ${first.message}${hint}`;
+
+  return new ImastreamError(first.code, message, { details: { offset: first.offset, line: first.line } });
+}
+
+/** A hint for a per-bank file read with SHA-1's digest size. */
+function digestAlgHint(s: Summary, _opts: Options, first: ParseProblem, _head: Uint8Array): string {
+  return s.format === 'binary' && first.offset === 0
+    ? ' (a per-bank binary_runtime_measurements_<alg> file? try --digest-alg sha256)'
+    : '';
 }
 
 /** Counts records per template name; a log repeats one name in runs, so a run is counted at once. */
@@ -281,11 +309,13 @@ async function streamRecords(
   opts: Options,
   onFormat: (format: LogFormat) => void,
   onRecord: (rec: ImaRecord) => void,
-): Promise<{ format: LogFormat; problems: ParseProblem[]; problemsTotal: number }> {
+): Promise<{ format: LogFormat; problems: ParseProblem[]; problemsTotal: number; head: Uint8Array }> {
   let parser: LogParser | undefined;
+  let head: Uint8Array = new Uint8Array(0);
   let format: LogFormat = opts.format === 'auto' ? 'binary' : opts.format;
   for await (const bytes of chunks) {
     if (parser === undefined) {
+      head = bytes;
       format = pickFormat(opts.format, bytes);
       onFormat(format);
       parser = createLogParser(format, { digestAlg: framingAlg(opts, format), byteOrder: opts.byteOrder });
@@ -295,7 +325,7 @@ async function streamRecords(
   }
   const problems = parser?.finish() ?? [];
 
-  return { format, problems, problemsTotal: parser?.problemCount ?? 0 };
+  return { format, problems, problemsTotal: parser?.problemCount ?? 0, head };
 }
 
 /** The file's bytes in chunks, each a plain Uint8Array view; read errors become IMS_IO_READ_FAILED. */
@@ -358,9 +388,6 @@ function printText(s: Summary, io: CliIO): void {
   const listed = s.problemsTotal > s.problems.length ? ` (first ${s.problems.length} listed)` : '';
   io.out(`parse problems: ${s.problemsTotal}${listed}`);
   for (const p of s.problems.slice(0, 20)) io.out(`  ${where(p)}: ${p.code}: ${p.message}`);
-  if (s.format === 'binary' && s.records === 0 && s.problems[0]?.offset === 0) {
-    io.out('  (a per-bank binary_runtime_measurements_<alg> file? try --digest-alg sha256)');
-  }
   for (const [scheme, banks] of Object.entries(s.pcrs)) {
     io.out(`PCR values (${scheme}):`);
     for (const [alg, values] of Object.entries(banks ?? {})) {

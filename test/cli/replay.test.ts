@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -97,9 +97,11 @@ describe('imastream replay', () => {
       byName.pcrs.perbank.sha256['10'],
       '8c4fb94d4d15f6069aad176dace62a2ec0720ae864473d6419978da5b168ce11',
     );
-    const forced = JSON.parse((await replay(log, '--digest-alg', 'sha1', '--json')).out);
-    assert.equal(forced.records, 0);
-    assert.equal(forced.problems[0].code, 'IMS_IMA_BAD_TEMPLATE_NAME');
+    const forced = await replay(log, '--digest-alg', 'sha1', '--json');
+    assert.equal(forced.code, 2);
+    assert.equal(forced.out, '');
+    assert.equal(forced.err.length, 1);
+    assert.match(forced.err[0]!, /IMS_IMA_BAD_TEMPLATE_NAME: .*no record could be read: at byte 0: /);
   });
 
   it('ignores a file-name suffix that is not a bank', async () => {
@@ -211,14 +213,9 @@ describe('replayChunks', () => {
 
   it('stops reading at a framing problem in the first record', async () => {
     const { seen, chunks } = source([]);
-    const s = await replayChunks(chunks, opts);
+    await assert.rejects(replayChunks(chunks, opts), { code: 'IMS_IMA_BAD_TEMPLATE_NAME' });
     assert.equal(seen.pulled, 1);
     assert.ok(seen.closed);
-    assert.equal(s.records, 0);
-    assert.deepEqual(
-      s.problems.map((p) => [p.code, p.offset]),
-      [['IMS_IMA_BAD_TEMPLATE_NAME', 0]],
-    );
   });
 
   it('stops reading at a framing problem after good records', async () => {
@@ -254,6 +251,65 @@ describe('imastream replay: unusable input exits 2 with one line', () => {
       assert.match(r.err[0]!, code);
     });
   }
+});
+
+describe('imastream replay: a log of which no record can be read is unusable', () => {
+  const ZERO_SHA1 = `sha1:10=${'00'.repeat(20)}`;
+  const SHA1_BIN = 'tpm2-tss/sml-ima-sha1.bin';
+  const file = (name: string, bytes: Uint8Array | string) => {
+    const path = join(dir, name);
+    writeFileSync(path, bytes);
+    return path;
+  };
+  const pcr99 = () => {
+    const { bytes } = generateLog({ records: 3, seed: 57 });
+    const bad = Uint8Array.from(bytes);
+    new DataView(bad.buffer).setUint32(0, 99, true);
+    return file('pcr99.bin', bad);
+  };
+  const cases: [string, () => string[], RegExp][] = [
+    ['PCR 99 in the first record', () => [pcr99(), '--expect', ZERO_SHA1], /IMS_IMA_BAD_PCR: .*at byte 0: /],
+    [
+      'the wrong byte order',
+      () => [corpus(SHA1_BIN), '--byte-order', 'be', '--expect', ZERO_SHA1],
+      /IMS_IMA_BAD_PCR: .*at byte 0: /,
+    ],
+    [
+      'a binary log read as ASCII',
+      () => [corpus(SHA1_BIN), '--format', 'ascii', '--expect', ZERO_SHA1],
+      /IMS_IMA_BAD_ASCII_LINE: .*no record could be read: line 2 \(byte 1\)/,
+    ],
+    [
+      'one over-long ASCII line',
+      () => [file('one-line.log', `10 ${'x'.repeat(300_000)}`), '--format', 'ascii'],
+      /IMS_IMA_BAD_ASCII_LINE: .*line 1 \(byte 0\): line longer than/,
+    ],
+    ['an empty file', () => [file('empty.bin', '')], /IMS_IMA_NO_RECORDS: .*empty/],
+    ['blank lines only', () => [file('blank.log', '\n \n'), '--format', 'ascii'], /IMS_IMA_NO_RECORDS/],
+    [
+      'a record cut short',
+      () => [file('cut.bin', readFileSync(corpus(SHA1_BIN)).subarray(0, 30))],
+      /IMS_IMA_TRUNCATED: .*at byte 0: /,
+    ],
+  ];
+  for (const [name, args, code] of cases) {
+    it(name, async () => {
+      const r = await replay(...args());
+      assert.equal(r.code, 2, r.out);
+      assert.equal(r.out, '');
+      assert.equal(r.err.length, 1, r.err.join('\n'));
+      assert.match(r.err[0]!, code);
+    });
+  }
+
+  it('suggests --digest-alg only when that bank reads the first record', async () => {
+    const log = file('per-bank.bin', readFileSync(corpus('global-trust-authority/ima.bin')));
+    const r = await replay(log);
+    assert.equal(r.code, 2);
+    assert.equal(r.err.length, 1);
+    assert.match(r.err[0]!, /at byte 0: .*\(a per-bank .* try --digest-alg sha256\)$/);
+    assert.equal((await replay(log, '--digest-alg', 'sha256')).code, 0);
+  });
 });
 
 function textFile(): string {
