@@ -12,6 +12,7 @@ import {
   hashAlgFromKernelName,
   isHashAlg,
 } from '../../lib/hash.ts';
+import { parseBinaryLog } from '../../lib/ima/binary.ts';
 import { checkTemplateDigest } from '../../lib/ima/check.ts';
 import { type ExpectationResult, ExpectationTracker, parseExpectation } from '../../lib/ima/expect.ts';
 import { createLogParser, type LogFormat, type LogParser, sniffFormat } from '../../lib/ima/parse.ts';
@@ -264,11 +265,26 @@ function noRecords(s: Summary, opts: Options, head: Uint8Array): ImastreamError 
   return new ImastreamError(first.code, message, { details: { offset: first.offset, line: first.line } });
 }
 
-/** A hint for a per-bank file read with SHA-1's digest size. */
-function digestAlgHint(s: Summary, _opts: Options, first: ParseProblem, _head: Uint8Array): string {
-  return s.format === 'binary' && first.offset === 0
-    ? ' (a per-bank binary_runtime_measurements_<alg> file? try --digest-alg sha256)'
-    : '';
+/** Banks whose digest size differs from SHA-1's, tried when a binary log's first record fails. */
+const OTHER_BANKS: readonly HashAlg[] = ['sha256', 'sha384', 'sha512'];
+
+/**
+ * A hint for a per-bank file read with the wrong digest size, given only when it can help: no
+ * --digest-alg was given, the first record failed on its framing (not its PCR index, which
+ * comes before the digest), and the suggested bank does read a record from the same bytes.
+ */
+function digestAlgHint(s: Summary, opts: Options, first: ParseProblem, head: Uint8Array): string {
+  if (opts.digestAlg !== undefined || s.format !== 'binary' || first.offset !== 0) return '';
+  if (first.code === 'IMS_IMA_BAD_PCR') return '';
+  const fits = OTHER_BANKS.find(
+    (alg) =>
+      alg !== s.digestAlg &&
+      parseBinaryLog(head, { digestAlg: alg, byteOrder: opts.byteOrder }).records.length > 0,
+  );
+
+  return fits === undefined
+    ? ''
+    : ` (a per-bank binary_runtime_measurements_<alg> file? try --digest-alg ${fits})`;
 }
 
 /** Counts records per template name; a log repeats one name in runs, so a run is counted at once. */
