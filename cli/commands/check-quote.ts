@@ -59,7 +59,11 @@ interface Outcome {
   logMatch?: LogMatch;
   /** What the log parser reported; records after a framing problem are not replayed. */
   logProblems?: ParseProblem[];
+  /** How many problems the parser found; `logProblems` lists the first of them. */
+  logProblemsTotal?: number;
   pcrsChecked: boolean;
+  /** Without a nonce, nothing shows the quote is recent: a valid old quote is still valid. */
+  nonceChecked?: boolean;
 }
 
 /**
@@ -80,7 +84,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
   );
   const nonce = args.nonce === undefined ? undefined : fromHex(args.nonce, '--nonce');
   const verdict = await verifyQuote({ attest, signature, akPublic, nonce });
-  const outcome = await checkPcrs(verdict, args);
+  const outcome = { ...(await checkPcrs(verdict, args)), nonceChecked: nonce !== undefined };
   report(outcome, args.json === true, io);
 
   return outcome.failures.length === 0 ? EXIT.ok : EXIT.failed;
@@ -146,7 +150,7 @@ async function checkPcrs(verdict: QuoteVerdict, args: Args): Promise<Outcome> {
     failures.push(...digestFailures(attest, fileValues!, signature.hashAlg));
     return { verdict, failures, pcrsChecked: true };
   }
-  const { records, problems } = await readLog(args.log, args['log-alg']);
+  const { records, problems, problemsTotal } = await readLog(args.log, args['log-alg']);
   const logMatch = matchLog(attest, records, fileValues, signature.hashAlg);
   if (logMatch === undefined) {
     failures.push({
@@ -155,7 +159,9 @@ async function checkPcrs(verdict: QuoteVerdict, args: Args): Promise<Outcome> {
     });
   }
 
-  return { verdict, failures, pcrsChecked: true, logProblems: problems, ...(logMatch && { logMatch }) };
+  const logProblems = { logProblems: problems, logProblemsTotal: problemsTotal };
+
+  return { verdict, failures, pcrsChecked: true, ...logProblems, ...(logMatch && { logMatch }) };
 }
 
 async function readPcrFile(path: string, args: Args, selection: PcrSelection): Promise<PcrValues> {
@@ -184,20 +190,21 @@ function digestFailures(attest: Attest, values: PcrValues, hashAlg: HashAlg): Qu
 async function readLog(
   path: string,
   alg: string | undefined,
-): Promise<{ records: ImaRecord[]; problems: ParseProblem[] }> {
+): Promise<{ records: ImaRecord[]; problems: ParseProblem[]; problemsTotal: number }> {
   const bytes = await readInputFile(path, 'log', INPUT_LIMITS.log);
   if (alg !== undefined && !isHashAlg(alg)) throw new ImastreamError('IMS_CLI_USAGE', `--log-alg ${alg}`);
   const parsed = parseLog(bytes, { format: 'auto', ...(alg !== undefined && { digestAlg: alg }) });
-  const fatal = parsed.problems.find(
-    (p) => p.code === 'IMS_IMA_TRUNCATED' || p.code === 'IMS_IMA_UNKNOWN_FORMAT',
-  );
-  if (parsed.records.length === 0 && fatal !== undefined) {
-    throw new ImastreamError(fatal.code, `log ${path}: ${fatal.message}`, {
-      details: { offset: fatal.offset },
-    });
+  if (parsed.records.length === 0) {
+    // Nothing to replay is unusable input, as in `imastream replay`: never a match at count 0.
+    const first = parsed.problems[0];
+    throw new ImastreamError(
+      first?.code ?? 'IMS_IMA_NO_RECORDS',
+      `log ${path}: no record could be read${first ? `: at byte ${first.offset}: ${first.message}` : ''}`,
+      { details: { offset: first?.offset ?? 0 } },
+    );
   }
 
-  return { records: parsed.records, problems: parsed.problems };
+  return { records: parsed.records, problems: parsed.problems, problemsTotal: parsed.problemsTotal };
 }
 
 /**
@@ -285,6 +292,7 @@ function report(outcome: Outcome, json: boolean, io: CliIO): void {
       pcrDigest: attest.quote && toHex(attest.quote.pcrDigest),
     },
     pcrsChecked: outcome.pcrsChecked,
+    nonceChecked: outcome.nonceChecked === true,
     logMatch,
     logProblems,
   };
@@ -299,12 +307,13 @@ function report(outcome: Outcome, json: boolean, io: CliIO): void {
   }
   const problems = logProblems ?? [];
   for (const p of problems.slice(0, 5)) io.err(`log problem at offset ${p.offset}: ${p.code}: ${p.message}`);
-  if (problems.length > 5) io.err(`log: ${problems.length - 5} more problems`);
+  const total = outcome.logProblemsTotal ?? problems.length;
+  if (total > 5) io.err(`log: ${total - 5} more problems`);
   for (const line of textLines(summary, logMatch)) io.out(line);
 }
 
 function textLines(
-  summary: { ok: boolean; failures: QuoteFailure[]; pcrsChecked: boolean },
+  summary: { ok: boolean; failures: QuoteFailure[]; pcrsChecked: boolean; nonceChecked: boolean },
   m?: LogMatch,
 ): string[] {
   const lines = summary.failures.map((f) => `${f.code}: ${f.message}`);
@@ -313,6 +322,7 @@ function textLines(
     lines.push(`log: pcrDigest matches after ${m.count} of ${m.records} records (extend scheme ${schemes})`);
   }
   if (!summary.pcrsChecked) lines.push('pcrDigest not checked (no --log or --pcrs)');
+  if (!summary.nonceChecked) lines.push('nonce not checked (no --nonce): nothing shows the quote is recent');
   lines.push(summary.ok ? 'quote: valid' : 'quote: NOT valid');
 
   return lines;

@@ -52,6 +52,22 @@ describe('imastream check-quote on corpus quotes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('says so when no nonce was given: a valid quote may still be old', async () => {
+    const r = await run([...keylimeArgs(), '--pcrs', `${KEYLIME}quotepcr.out`]);
+    assert.equal(r.code, 0, r.text);
+    assert.match(r.text, /nonce not checked/);
+    const withNonce = await run([...keylimeArgs(), '--nonce', NONCE, '--pcrs', `${KEYLIME}quotepcr.out`]);
+    assert.doesNotMatch(withNonce.text, /nonce not checked/);
+  });
+
+  it('a log with no readable record is unusable input (exit 2), never a match at count 0', async () => {
+    const empty = await file('empty.log', '');
+    const r = await run([...keylimeArgs(), '--nonce', NONCE, '--log', empty]);
+    assert.equal(r.code, 2, r.text);
+    assert.match(r.text, /IMS_IMA_NO_RECORDS|IMS_IMA_UNKNOWN_FORMAT/);
+    assert.equal(r.text.split('\n').length, 1, r.text);
+  });
+
   it('keylime bundle: valid with ak.pub or akpub.pem, the nonce and the serialized PCR file', async () => {
     for (const ak of ['ak.pub', 'akpub.pem']) {
       const r = await run([...keylimeArgs(ak), '--nonce', NONCE, '--pcrs', `${KEYLIME}quotepcr.out`]);
