@@ -41,7 +41,7 @@ export interface EnrolAnswer {
 /** How the EK came to be trusted: its certificate chain, an allow-list, or first use. */
 export type EkPolicyName = 'ek-cert' | 'ek-allow-list' | 'tofu';
 
-/** The record on ima.enrollments (PIPELINE.md), compacted per host. */
+/** The record on ima.enrollments (docs/contract.md), compacted per host. */
 export interface Enrollment {
   hostId: string;
   /** TPM2B_PUBLIC of the AK. */

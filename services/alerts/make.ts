@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 
 import type { Alert, Severity } from '../shared/records.ts';
 
-/** The alert kinds of PIPELINE.md; a consumer may rely on this list being closed. */
+/** The alert kinds of docs/contract.md; a consumer may rely on this list being closed. */
 export type AlertKind =
   | 'PCR_MISMATCH'
   | 'SEQUENCE_GAP'

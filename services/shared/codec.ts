@@ -23,10 +23,10 @@ import { readExactly } from './avro-read.ts';
 import type { RecordName, RecordTypes } from './records.ts';
 import { loadCatalogue, type SchemaCatalogue } from './schemas.ts';
 
-/** Largest message value accepted or produced (PIPELINE.md). */
+/** Largest message value accepted or produced (docs/contract.md). */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 
-/** Largest LogRecord.templateData accepted or produced (PIPELINE.md). */
+/** Largest LogRecord.templateData accepted or produced (docs/contract.md). */
 export const MAX_TEMPLATE_DATA_BYTES = 64 * 1024;
 
 const MAGIC = 0x00;

@@ -78,7 +78,7 @@ export const parsers = {
   },
 };
 
-/** Connection settings every service shares (PIPELINE.md). */
+/** Connection settings every service shares (docs/contract.md). */
 export const COMMON_SETTINGS = {
   kafkaBrokers: {
     flag: 'kafka-brokers',

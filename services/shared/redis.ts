@@ -1,5 +1,5 @@
 /**
- * Redis connections and the key layout of PIPELINE.md.
+ * Redis connections and the key layout of docs/contract.md.
  *
  * Every key of one host carries the hash tag `{hostId}`, so in a Redis Cluster all of a host's keys
  * sit in one slot and one Lua script can touch them together. A hostId or bootId comes from
@@ -85,7 +85,7 @@ function seqPart(seq: number): string {
 
 const host = (hostId: string) => `h:{${checkKeyPart('hostId', hostId)}}`;
 
-/** Redis keys of PIPELINE.md. All keys of one host share the `{hostId}` hash tag. */
+/** Redis keys of docs/contract.md. All keys of one host share the `{hostId}` hash tag. */
 export const redisKeys = {
   /** Replay state JSON; written only by the compare-and-set script. */
   replay: (hostId: string) => `${host(hostId)}:replay`,

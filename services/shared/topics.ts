@@ -1,5 +1,5 @@
 /**
- * The topic table of PIPELINE.md and the admin step that creates missing topics.
+ * The topic table of docs/contract.md and the admin step that creates missing topics.
  *
  * measurements, quotes and checkpoints have the same partition count, so one host's key lands on
  * the same partition number in all three (the default partitioner is murmur2 of the key, modulo
@@ -37,7 +37,7 @@ export const TOPIC = {
   deadLetter: 'ima.dead-letter',
 } as const;
 
-/** Every imastream topic with its partitions and cleanup (PIPELINE.md). */
+/** Every imastream topic with its partitions and cleanup (docs/contract.md). */
 export const TOPICS: readonly TopicSpec[] = [
   { name: TOPIC.measurements, partitions: 6, cleanup: 'delete', retentionMs: 7 * DAY_MS },
   { name: TOPIC.quotes, partitions: 6, cleanup: 'delete', retentionMs: 7 * DAY_MS },

@@ -18,7 +18,7 @@ const SETTINGS = {
 };
 
 describe('loadConfig', () => {
-  it('uses the PIPELINE.md defaults', () => {
+  it('uses the docs/contract.md defaults', () => {
     const config = loadConfig(SETTINGS, ['--host-id', 'h1'], {});
 
     assert.deepEqual(config, {

@@ -4,7 +4,7 @@ import { it } from 'node:test';
 import { hasCode } from '../../../lib/errors.ts';
 import { checkKeyPart, hashTagOf, redisKeys } from '../../../services/shared/redis.ts';
 
-it('builds the PIPELINE.md keys, all tagged with the host', () => {
+it('builds the docs/contract.md keys, all tagged with the host', () => {
   const keys = [
     redisKeys.replay('web-1'),
     redisKeys.checkpoint('web-1', 'abc:2', 17),

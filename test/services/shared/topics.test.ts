@@ -5,7 +5,7 @@ import { TOPIC, TOPICS, topicConfig } from '../../../services/shared/topics.ts';
 
 const DAY = 86_400_000;
 
-it('matches the PIPELINE.md topic table', () => {
+it('matches the docs/contract.md topic table', () => {
   const table = Object.fromEntries(TOPICS.map((t) => [t.name, [t.partitions, t.cleanup, t.retentionMs]]));
 
   assert.deepEqual(table, {
