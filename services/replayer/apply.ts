@@ -3,13 +3,20 @@ import { createHash } from 'node:crypto';
 import { isImastreamError } from '../../lib/errors.ts';
 import type { HashAlg } from '../../lib/hash.ts';
 import { PcrReplay } from '../../lib/ima/replay.ts';
-import { checkSnapshotAggregate, replayFromSnapshot } from '../../lib/ima/snapshot-aggregate.ts';
+import type { SnapshotAggregate } from '../../lib/ima/snapshot-aggregate.ts';
 import { makeAlert } from '../alerts/make.ts';
 import type { BootEvent, Checkpoint, LogRecord, QuoteTaken, SnapshotEvent } from '../shared/records.ts';
 import { ALL_SCHEMES, type ReplayDoc, type Scheme, type SchemePin } from './doc.ts';
 import type { MeasurementEvent, ReplayEffect } from './events.ts';
 import { flattenPcrs, pcrsFromJson, pcrsToJson } from './pcrs.ts';
-import { type ClosedEnd, type SnapshotClaim, snapshotClaim } from './snapshot.ts';
+import {
+  type ClosedEnd,
+  mayStartFrom,
+  replayFromClaim,
+  type SnapshotClaim,
+  snapshotClaim,
+  snapshotFinding,
+} from './snapshot.ts';
 import { checkTemplateDigest } from './template-digest.ts';
 
 /** Boots remembered after they end, so their redelivered events are recognised as stale. */
@@ -213,21 +220,8 @@ class HostBatch {
    * was replayed here (no state, a new boot, or a doc of the boot still at 0 and held no further
    * than this record); undefined otherwise, or when the claim has no bank this build can hash.
    */
-  private snapshotStart(
-    rec: LogRecord,
-    agg: Parameters<typeof replayFromSnapshot>[0],
-  ): PcrReplay | undefined {
-    const doc = this.doc;
-    if (rec.seq === 0 || doc?.pastBoots.includes(rec.bootId)) return undefined;
-    if (doc !== null && doc.bootId === rec.bootId) {
-      if (doc.nextSeq > 0 || (doc.gap !== null && doc.gap.heldTo > rec.seq + 1)) return undefined;
-    }
-    try {
-      return replayFromSnapshot(agg);
-    } catch (err) {
-      if (!isImastreamError(err)) throw err;
-      return undefined;
-    }
+  private snapshotStart(rec: LogRecord, agg: SnapshotAggregate): PcrReplay | undefined {
+    return mayStartFrom(this.doc, rec) ? replayFromClaim(agg) : undefined;
   }
 
   /**
@@ -270,34 +264,18 @@ class HostBatch {
    * A claim sharing no (bank, PCR) with the replay cannot be checked and raises nothing.
    */
   private checkSnapshot(doc: ReplayDoc, rec: LogRecord, claim: SnapshotClaim): void {
-    if (!claim.ok) {
-      this.snapshotMismatch(doc, rec, null, `snapshot_aggregate unreadable (${claim.reason})`);
-      return;
-    }
-    const check = checkSnapshotAggregate(this.pcrs(doc), claim.agg);
-    const first = check.mismatches[0];
-    if (check.ok || first === undefined) return;
-    const why = `snapshot_aggregate claims ${first.bank} PCR ${first.pcr} = ${first.expected}, replay of records [0, ${rec.seq}) (${first.scheme}) gives ${first.got}`;
-    this.snapshotMismatch(doc, rec, first, why, check.mismatches.length);
-  }
-
-  private snapshotMismatch(
-    doc: ReplayDoc,
-    rec: LogRecord,
-    at: { bank: string; pcr: number; scheme: string } | null,
-    why: string,
-    count = 0,
-  ): void {
+    const found = snapshotFinding(this.pcrs(doc), claim, rec.seq);
+    if (found === null) return;
     if (doc.status !== 'gap') doc.status = 'mismatch';
     this.alert({
       kind: 'SNAPSHOT_MISMATCH',
       hostId: this.input.hostId,
       bootId: doc.bootId,
       seq: rec.seq,
-      bank: at?.bank ?? null,
-      pcr: at?.pcr ?? null,
-      message: `${this.input.hostId} boot ${doc.bootId} seq ${rec.seq}: ${why}`,
-      details: { scheme: at?.scheme ?? null, mismatches: count },
+      bank: found.bank,
+      pcr: found.pcr,
+      message: `${this.input.hostId} boot ${doc.bootId} seq ${rec.seq}: ${found.why}`,
+      details: { scheme: found.scheme, mismatches: found.count },
     });
   }
 
