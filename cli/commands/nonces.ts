@@ -1,16 +1,9 @@
 import { newChallenge, publishChallenge, startNonceService } from '../../services/nonces/main.ts';
-import {
-  COMMON_SETTINGS,
-  loadConfig,
-  publicConfig,
-  type Settings,
-  usage,
-} from '../../services/shared/config.ts';
+import { COMMON_SETTINGS, type Settings } from '../../services/shared/config.ts';
 import { createKafka } from '../../services/shared/kafka.ts';
-import { createLogger } from '../../services/shared/logger.ts';
 import { checkKeyPart } from '../../services/shared/redis.ts';
-import { stopOnSignals } from '../../services/shared/shutdown.ts';
 import { type CliIO, EXIT } from '../io.ts';
+import { startService, untilStopped } from '../service.ts';
 
 /** `30s`, `2s`, `500ms`, `1m`, or a bare number of seconds. */
 function parseDuration(text: string): number {
@@ -44,13 +37,9 @@ const SETTINGS = {
  * with --challenge HOST, publishes one Challenge for that host, prints its request id, and exits.
  */
 export async function run(argv: string[], io: CliIO): Promise<number> {
-  if (argv.includes('--help')) {
-    io.out(`usage: imastream nonces [options]\n${usage(SETTINGS)}`);
-    return EXIT.ok;
-  }
-  const config = loadConfig(SETTINGS, argv);
-  const logger = createLogger({ service: 'nonces', level: config.logLevel });
-  logger.info({ config: publicConfig(SETTINGS, config) }, 'nonce service starting');
+  const started = startService('nonces', SETTINGS, argv, io);
+  if (started === undefined) return EXIT.ok;
+  const { config, logger } = started;
   const producer = await createKafka({
     brokers: config.kafkaBrokers,
     clientId: 'imastream-nonces',
@@ -64,9 +53,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     return EXIT.ok;
   }
   const service = startNonceService({ producer, logger, intervalMs: config.interval });
-  await new Promise<void>((resolve) => {
-    stopOnSignals(logger, [service.stop, () => producer.disconnect(), async () => resolve()]);
-  });
+  await untilStopped(logger, [service.stop, () => producer.disconnect()]);
 
   return EXIT.ok;
 }

@@ -3,17 +3,9 @@ import {
   QUOTE_CHECKER_REFS_GROUP,
   startQuoteChecker,
 } from '../../services/quote-checker/main.ts';
-import {
-  COMMON_SETTINGS,
-  loadConfig,
-  parsers,
-  publicConfig,
-  type Settings,
-  usage,
-} from '../../services/shared/config.ts';
-import { createLogger } from '../../services/shared/logger.ts';
-import { stopOnSignals } from '../../services/shared/shutdown.ts';
+import { COMMON_SETTINGS, parsers, type Settings } from '../../services/shared/config.ts';
 import { type CliIO, EXIT } from '../io.ts';
+import { startService, untilStopped } from '../service.ts';
 
 const DAY_MS = 24 * 3_600_000;
 
@@ -51,13 +43,9 @@ const SETTINGS = {
  * SIGTERM or SIGINT, then stops consuming, commits, flushes the producer, closes Redis, exits 0.
  */
 export async function run(argv: string[], io: CliIO): Promise<number> {
-  if (argv.includes('--help')) {
-    io.out(`usage: imastream quote-checker [options]\n${usage(SETTINGS)}`);
-    return EXIT.ok;
-  }
-  const config = loadConfig(SETTINGS, argv);
-  const logger = createLogger({ service: 'quote-checker', level: config.logLevel });
-  logger.info({ config: publicConfig(SETTINGS, config) }, 'quote-checker starting');
+  const started = startService('quote-checker', SETTINGS, argv, io);
+  if (started === undefined) return EXIT.ok;
+  const { config, logger } = started;
   const checker = await startQuoteChecker({
     brokers: config.kafkaBrokers,
     redisUrl: config.redisUrl,
@@ -67,9 +55,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     deadlineMs: config.deadlineMs,
     sweepIntervalMs: config.sweepIntervalMs,
   });
-  await new Promise<void>((resolve) => {
-    stopOnSignals(logger, [checker.stop, async () => resolve()]);
-  });
+  await untilStopped(logger, [checker.stop]);
 
   return EXIT.ok;
 }

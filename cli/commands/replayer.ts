@@ -1,16 +1,8 @@
 import { type HashAlg, isHashAlg } from '../../lib/hash.ts';
 import { REPLAYER_GROUP, startReplayer } from '../../services/replayer/main.ts';
-import {
-  COMMON_SETTINGS,
-  loadConfig,
-  parsers,
-  publicConfig,
-  type Settings,
-  usage,
-} from '../../services/shared/config.ts';
-import { createLogger } from '../../services/shared/logger.ts';
-import { stopOnSignals } from '../../services/shared/shutdown.ts';
+import { COMMON_SETTINGS, parsers, type Settings } from '../../services/shared/config.ts';
 import { type CliIO, EXIT } from '../io.ts';
+import { startService, untilStopped } from '../service.ts';
 
 const SETTINGS = {
   ...COMMON_SETTINGS,
@@ -49,13 +41,9 @@ function parseBanks(text: string): HashAlg[] {
  * then stops consuming, commits what it handled, flushes the producer, closes Redis and exits 0.
  */
 export async function run(argv: string[], io: CliIO): Promise<number> {
-  if (argv.includes('--help')) {
-    io.out(`usage: imastream replayer [options]\n${usage(SETTINGS)}`);
-    return EXIT.ok;
-  }
-  const config = loadConfig(SETTINGS, argv);
-  const logger = createLogger({ service: 'replayer', level: config.logLevel });
-  logger.info({ config: publicConfig(SETTINGS, config) }, 'replayer starting');
+  const started = startService('replayer', SETTINGS, argv, io);
+  if (started === undefined) return EXIT.ok;
+  const { config, logger } = started;
   const replayer = await startReplayer({
     brokers: config.kafkaBrokers,
     redisUrl: config.redisUrl,
@@ -65,9 +53,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     concurrency: config.concurrency,
     sessionTimeoutMs: config.sessionTimeoutMs,
   });
-  await new Promise<void>((resolve) => {
-    stopOnSignals(logger, [replayer.stop, async () => resolve()]);
-  });
+  await untilStopped(logger, [replayer.stop]);
 
   return EXIT.ok;
 }
