@@ -36,7 +36,7 @@ export interface RecentPcrs {
 }
 
 /**
- * One host's replay state, the JSON at `h:{hostId}:replay` (PIPELINE.md). Written only through the
+ * One host's replay state, the JSON at `h:{hostId}:replay` (docs/contract.md). Written only through the
  * compare-and-set in store.ts. The PCR values in `replay` are what the log claims; they prove
  * nothing until a verified quote matches a checkpoint taken from them.
  */

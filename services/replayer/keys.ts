@@ -3,7 +3,7 @@ import { checkKeyPart, redisKeys } from '../shared/redis.ts';
 const host = (hostId: string) => `h:{${checkKeyPart('hostId', hostId)}}`;
 
 /**
- * Redis keys of one host (PIPELINE.md), the shared ones from services/shared/redis.ts plus those
+ * Redis keys of one host (docs/contract.md), the shared ones from services/shared/redis.ts plus those
  * only the replayer and the quote-checker use. Key parts come from messages, so they are checked
  * (IMS_REDIS_BAD_KEY). The `{hostId}` hash tag puts all of a host's keys in one
  * Redis Cluster slot, so one Lua script may touch several of them.
