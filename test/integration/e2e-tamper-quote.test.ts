@@ -50,6 +50,10 @@ before(async () => {
   await fleet.play();
   const attested = await tap.until(() => observer.attested(VICTIM, source.records.length), 90_000);
   assert.ok(attested, 'the victim is attested before the attacks');
+  // The tap reads from the end of the topics when it joins: an epoch published before that is not
+  // seen, so wait for the next one (the nonce service publishes every 10 s).
+  const nonceSeen = await tap.until(() => tap.latestNonce() !== undefined, 30_000);
+  assert.ok(nonceSeen, 'a nonce epoch is seen before the attacks');
 });
 
 after(async () => {
