@@ -25,6 +25,7 @@ import {
   cleanHosts,
   connectProducer,
   connectTestRedis,
+  enrolOnFirstUse,
   eventually,
   produce,
   quietLogger,
@@ -69,21 +70,7 @@ describe('replayer starting from a snapshot_aggregate, confirmed by swtpm', () =
       watchTopic(TOPIC.verdicts, HOSTS),
       watchTopic(TOPIC.alerts, HOSTS),
     ]);
-    await produce(
-      producer,
-      TOPIC.enrollments,
-      'Enrollment',
-      HOSTS.map((hostId) => ({
-        hostId,
-        akPublic: Buffer.from(ak.public),
-        akName: Buffer.from(ak.name),
-        ekPublic: Buffer.from(ek.public),
-        ekCertificate: null,
-        policy: 'tofu',
-        status: 'unverified-tofu',
-        at: Date.now(),
-      })),
-    );
+    await enrolOnFirstUse(producer, HOSTS, ek, ak);
     replayer = await startReplayer({
       brokers: BROKERS,
       redisUrl: REDIS_URL,

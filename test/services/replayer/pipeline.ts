@@ -12,6 +12,8 @@ import { decode, encode } from '../../../services/shared/codec.ts';
 import { createKafka, type ImsProducer } from '../../../services/shared/kafka.ts';
 import { createLogger, type Logger } from '../../../services/shared/logger.ts';
 import type { RecordName, RecordTypes } from '../../../services/shared/records.ts';
+import { TOPIC } from '../../../services/shared/topics.ts';
+import type { AkHandle, EkHandle } from '../../helpers/swtpm.ts';
 
 export const BROKERS = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
 export const REDIS_URL = process.env.IMASTREAM_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -109,4 +111,31 @@ export async function cleanHosts(redis: Redis, hosts: readonly string[]): Promis
     const mine = pending.filter((m) => m.startsWith(`["${host}"`));
     if (mine.length > 0) await redis.zrem(PENDING_JOINS_KEY, ...mine);
   }
+}
+
+/**
+ * Publishes the trust-on-first-use enrolment the agent publishes today: `ak` (under `ek`) as the
+ * AK of every host in `hosts`.
+ */
+export async function enrolOnFirstUse(
+  producer: ImsProducer,
+  hosts: readonly string[],
+  ek: EkHandle,
+  ak: AkHandle,
+): Promise<void> {
+  await produce(
+    producer,
+    TOPIC.enrollments,
+    'Enrollment',
+    hosts.map((hostId) => ({
+      hostId,
+      akPublic: Buffer.from(ak.public),
+      akName: Buffer.from(ak.name),
+      ekPublic: Buffer.from(ek.public),
+      ekCertificate: null,
+      policy: 'tofu',
+      status: 'unverified-tofu',
+      at: Date.now(),
+    })),
+  );
 }
