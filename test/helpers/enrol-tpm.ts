@@ -1,10 +1,10 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TpmTools } from '../../services/agent/tpm.ts';
+import { freePortPair, waitForPort } from './swtpm.ts';
 
 /**
  * A swtpm for enrolment tests, manufactured like a real TPM: `swtpm_setup --create-ek-cert`
@@ -213,53 +213,5 @@ function exec(cmd: string, args: string[]): Promise<string> {
     execFile(cmd, args, { timeout: 60_000 }, (err, stdout, stderr) =>
       err === null ? resolve(stdout) : reject(new Error(`${cmd} failed: ${stderr || err.message}`)),
     );
-  });
-}
-
-async function freePortPair(): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await freePort(0);
-    if (
-      port < 65535 &&
-      (await freePort(port + 1).then(
-        () => true,
-        () => false,
-      ))
-    )
-      return port;
-  }
-  throw new Error('no free loopback port pair for swtpm');
-}
-
-function freePort(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      const address = server.address();
-      const chosen = typeof address === 'object' && address !== null ? address.port : port;
-      server.close(() => resolve(chosen));
-    });
-  });
-}
-
-async function waitForPort(port: number, child: ChildProcess): Promise<void> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    if (child.exitCode !== null) throw new Error(`swtpm exited with ${child.exitCode}`);
-    if (await canConnect(port)) return;
-    await sleep(50);
-  }
-  throw new Error(`swtpm did not listen on ${port}`);
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-    socket.connect(port, '127.0.0.1');
   });
 }

@@ -299,7 +299,8 @@ async function execTool(tool: string, args: string[]): Promise<string> {
 }
 
 /** A port P with P+1 also free (swtpm's TCTI derives the control port from the server port). */
-async function freePortPair(): Promise<number> {
+/** A free loopback port P with P+1 free too (swtpm's server and control ports). */
+export async function freePortPair(): Promise<number> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const port = await freePort(0);
     if (
@@ -327,7 +328,7 @@ function freePort(port: number): Promise<number> {
 }
 
 /** Waits until swtpm accepts connections on its server port, or fails if it exits first. */
-async function waitForPort(port: number, child: ChildProcess): Promise<void> {
+export async function waitForPort(port: number, child: ChildProcess): Promise<void> {
   for (let attempt = 0; attempt < 100; attempt++) {
     if (child.exitCode !== null)
       throw new ImastreamError('IMS_TOOL_FAILED', `swtpm exited with ${child.exitCode}`);
