@@ -128,6 +128,61 @@ export interface DeadLetter {
 }
 
 /**
+ * The secret the agent's TPM released from an EnrolChallenge (tpm2_activatecredential). The first answer
+ * spends the challenge. On ima.enrol-requests, key hostId.
+ */
+export interface EnrolAnswer {
+  /** Host answering; also the Kafka key. */
+  hostId: string;
+  /** challengeId of the EnrolChallenge. */
+  challengeId: string;
+  /** The activated secret. */
+  secret: Buffer;
+  /** When the agent sent it, ms since the epoch (informational). */
+  at: number;
+}
+
+/**
+ * The enroller's one-time credential for an EnrolRequest: only the TPM holding the EK with the AK loaded can
+ * open it. On ima.enrol-challenges, key hostId.
+ */
+export interface EnrolChallenge {
+  /** Host the challenge is for; also the Kafka key. */
+  hostId: string;
+  /** requestId of the EnrolRequest this answers. */
+  requestId: string;
+  /** Names this one-time challenge; the EnrolAnswer echoes it. */
+  challengeId: string;
+  /** TPM2B_ID_OBJECT of TPM2_MakeCredential (size-prefixed integrity HMAC and encrypted secret). */
+  credentialBlob: Buffer;
+  /** TPM2B_ENCRYPTED_SECRET: the seed encrypted to the EK (RSA-OAEP or ECDH point). */
+  encryptedSecret: Buffer;
+  /** AK Name the credential is bound to, as the enroller computed it. */
+  akName: Buffer;
+  /** Answers after this are refused, ms since the epoch. */
+  expiresAt: number;
+}
+
+/**
+ * An agent asks the enroller to enrol its AK under its EK (docs/enrolment.md). Untrusted until the
+ * credential is activated. On ima.enrol-requests, key hostId.
+ */
+export interface EnrolRequest {
+  /** Host asking; also the Kafka key. */
+  hostId: string;
+  /** Random id chosen by the agent, echoed in the challenge. */
+  requestId: string;
+  /** EK public area (TPM2B_PUBLIC). */
+  ekPublic: Buffer;
+  /** EK certificate from the TPM's NV index (DER), when it has one. */
+  ekCertificate: Buffer | null;
+  /** AK public area (TPM2B_PUBLIC). */
+  akPublic: Buffer;
+  /** When the agent sent it, ms since the epoch (informational). */
+  at: number;
+}
+
+/**
  * A host's enrolment: its AK bound to its EK. Quotes are trusted only from an AK enrolled to the quoting
  * host. Compacted per hostId.
  */
@@ -322,6 +377,9 @@ export interface RecordTypes {
   Challenge: Challenge;
   Checkpoint: Checkpoint;
   DeadLetter: DeadLetter;
+  EnrolAnswer: EnrolAnswer;
+  EnrolChallenge: EnrolChallenge;
+  EnrolRequest: EnrolRequest;
   Enrollment: Enrollment;
   LogRecord: LogRecord;
   NonceEpoch: NonceEpoch;

@@ -34,6 +34,8 @@ export const TOPIC = {
   enrollments: 'ima.enrollments',
   nonces: 'ima.nonces',
   challenges: 'ima.challenges',
+  enrolRequests: 'ima.enrol-requests',
+  enrolChallenges: 'ima.enrol-challenges',
   deadLetter: 'ima.dead-letter',
 } as const;
 
@@ -47,6 +49,9 @@ export const TOPICS: readonly TopicSpec[] = [
   { name: TOPIC.enrollments, partitions: 3, cleanup: 'compact' },
   { name: TOPIC.nonces, partitions: 3, cleanup: 'delete', retentionMs: HOUR_MS },
   { name: TOPIC.challenges, partitions: 3, cleanup: 'delete', retentionMs: HOUR_MS },
+  // EnrolRequest and EnrolAnswer, keyed by hostId: both of a host reach the same enroller.
+  { name: TOPIC.enrolRequests, partitions: 3, cleanup: 'delete', retentionMs: HOUR_MS },
+  { name: TOPIC.enrolChallenges, partitions: 3, cleanup: 'delete', retentionMs: HOUR_MS },
   { name: TOPIC.deadLetter, partitions: 3, cleanup: 'delete', retentionMs: 90 * DAY_MS },
 ];
 

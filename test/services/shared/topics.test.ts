@@ -17,6 +17,8 @@ it('matches the docs/contract.md topic table', () => {
     'ima.enrollments': [3, 'compact', undefined],
     'ima.nonces': [3, 'delete', 3_600_000],
     'ima.challenges': [3, 'delete', 3_600_000],
+    'ima.enrol-requests': [3, 'delete', 3_600_000],
+    'ima.enrol-challenges': [3, 'delete', 3_600_000],
     'ima.dead-letter': [3, 'delete', 90 * DAY],
   });
   assert.deepEqual(new Set(Object.values(TOPIC)), new Set(TOPICS.map((t) => t.name)));
