@@ -26,6 +26,16 @@ import { loadCatalogue, type SchemaCatalogue } from './schemas.ts';
 /** Largest message value accepted or produced (docs/contract.md). */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 
+/**
+ * Largest SealedShard message (ima.shards only, docs/shards.md): a shard carries whole records
+ * (about 160 KiB per 1,000), so it gets its own, larger limit. Consumers of other topics keep the
+ * 1 MiB bound; only the shard archiver decodes with this one.
+ */
+export const MAX_SHARD_MESSAGE_BYTES = 8 * 1024 * 1024;
+
+/** Records allowed past {@link MAX_MESSAGE_BYTES} when produced. */
+const RECORD_LIMITS: Partial<Record<RecordName, number>> = { SealedShard: MAX_SHARD_MESSAGE_BYTES };
+
 /** Largest LogRecord.templateData accepted or produced (docs/contract.md). */
 export const MAX_TEMPLATE_DATA_BYTES = 64 * 1024;
 
@@ -80,9 +90,10 @@ export function encode<N extends RecordName>(name: N, value: RecordTypes[N]): Bu
   checkTemplateData(name, value, 'IMS_WIRE_OVERSIZED');
 
   const body = entry.type.toBuffer(value);
-  if (HEADER_BYTES + body.length > MAX_MESSAGE_BYTES) {
+  const limit = RECORD_LIMITS[name] ?? MAX_MESSAGE_BYTES;
+  if (HEADER_BYTES + body.length > limit) {
     throw new ImastreamError('IMS_WIRE_OVERSIZED', `${name} encodes to ${HEADER_BYTES + body.length} bytes`, {
-      details: { schema: name, size: HEADER_BYTES + body.length, limit: MAX_MESSAGE_BYTES },
+      details: { schema: name, size: HEADER_BYTES + body.length, limit },
     });
   }
 
@@ -98,15 +109,19 @@ export function encode<N extends RecordName>(name: N, value: RecordTypes[N]): Bu
  * Decodes one framed message (a Kafka value; a null value is IMS_WIRE_BAD_FRAME, so handlers can
  * pass `m.value` as it is). Order of checks: size (IMS_WIRE_OVERSIZED), frame header
  * (IMS_WIRE_BAD_FRAME), schema id (IMS_WIRE_UNKNOWN_SCHEMA), Avro body (IMS_WIRE_DECODE; includes
- * truncation, trailing bytes, bad enum/union indexes and unsafe longs).
+ * truncation, trailing bytes, bad enum/union indexes and unsafe longs). `maxBytes` raises the size
+ * bound for a topic that allows larger messages (ima.shards: {@link MAX_SHARD_MESSAGE_BYTES}).
  */
-export function decode(message: Uint8Array | null | undefined): Decoded {
+export function decode(
+  message: Uint8Array | null | undefined,
+  { maxBytes = MAX_MESSAGE_BYTES }: { maxBytes?: number } = {},
+): Decoded {
   if (!message) {
     throw new ImastreamError('IMS_WIRE_BAD_FRAME', 'message has no value (a tombstone?)');
   }
-  if (message.length > MAX_MESSAGE_BYTES) {
+  if (message.length > maxBytes) {
     throw new ImastreamError('IMS_WIRE_OVERSIZED', `message is ${message.length} bytes`, {
-      details: { size: message.length, limit: MAX_MESSAGE_BYTES },
+      details: { size: message.length, limit: maxBytes },
     });
   }
   if (message.length < HEADER_BYTES || message[0] !== MAGIC) {

@@ -317,6 +317,35 @@ export interface ResendRequest {
   at: number;
 }
 
+/**
+ * On ima.shards: one sealed shard file (docs/shards.md) the agent wrote after a quote, records [startSeq,
+ * endSeq) of one boot closed by quote quoteId. The header fields are claims; the archiver checks them
+ * against the file and verifies the file itself.
+ */
+export interface SealedShard {
+  /** Host that sealed the shard; also the Kafka key. */
+  hostId: string;
+  /** Boot the records belong to. */
+  bootId: string;
+  /** Absolute seq of the first record in the shard. */
+  startSeq: number;
+  /** Absolute seq after the last record (the closing quote covers [0, endSeq)). */
+  endSeq: number;
+  /** Id of the closing Quote (also on ima.quotes). */
+  quoteId: string;
+  /** SHA-256 trailing digest of the shard file (its last 32 bytes). */
+  digest: Buffer;
+  /** Size of the shard file in bytes. */
+  size: number;
+  /**
+   * The shard file; null when it is larger than the ima.shards message limit and stays only in the host's
+   * archive.
+   */
+  shard: Buffer | null;
+  /** Agent wall clock when the shard was sealed, ms since the epoch. */
+  at: number;
+}
+
 /** Which trimming mechanism made the cut. */
 export type CutKind = 'STAGING' | 'SNAPSHOT_AGGREGATE' | 'VIRTUAL';
 
@@ -386,6 +415,7 @@ export interface RecordTypes {
   Quote: Quote;
   QuoteTaken: QuoteTaken;
   ResendRequest: ResendRequest;
+  SealedShard: SealedShard;
   SnapshotEvent: SnapshotEvent;
   Verdict: Verdict;
 }

@@ -16,12 +16,17 @@ const DAY_MS = 24 * HOUR_MS;
 /** 1 MiB values plus key, headers and batch overhead (the broker default is 1 MiB + 12 bytes). */
 export const TOPIC_MAX_MESSAGE_BYTES = 1024 * 1024 + 64 * 1024;
 
+/** ima.shards: 8 MiB SealedShard values (codec MAX_SHARD_MESSAGE_BYTES) plus the same overhead. */
+export const SHARDS_MAX_MESSAGE_BYTES = 8 * 1024 * 1024 + 64 * 1024;
+
 export interface TopicSpec {
   name: string;
   partitions: number;
   cleanup: 'delete' | 'compact';
   /** retention.ms for `delete` topics. */
   retentionMs?: number;
+  /** max.message.bytes when not {@link TOPIC_MAX_MESSAGE_BYTES}. */
+  maxMessageBytes?: number;
 }
 
 /** Topic names, so services never spell them by hand. */
@@ -37,6 +42,7 @@ export const TOPIC = {
   enrolRequests: 'ima.enrol-requests',
   enrolChallenges: 'ima.enrol-challenges',
   deadLetter: 'ima.dead-letter',
+  shards: 'ima.shards',
 } as const;
 
 /** Every imastream topic with its partitions and cleanup (docs/contract.md). */
@@ -53,13 +59,21 @@ export const TOPICS: readonly TopicSpec[] = [
   { name: TOPIC.enrolRequests, partitions: 3, cleanup: 'delete', retentionMs: HOUR_MS },
   { name: TOPIC.enrolChallenges, partitions: 3, cleanup: 'delete', retentionMs: HOUR_MS },
   { name: TOPIC.deadLetter, partitions: 3, cleanup: 'delete', retentionMs: 90 * DAY_MS },
+  // Sealed shards are archived by the shard archiver; Kafka only carries them there.
+  {
+    name: TOPIC.shards,
+    partitions: 3,
+    cleanup: 'delete',
+    retentionMs: 7 * DAY_MS,
+    maxMessageBytes: SHARDS_MAX_MESSAGE_BYTES,
+  },
 ];
 
 /** The createTopics entry for one spec. */
 export function topicConfig(spec: TopicSpec, replicationFactor: number): ITopicConfig {
   const configEntries = [
     { name: 'cleanup.policy', value: spec.cleanup },
-    { name: 'max.message.bytes', value: String(TOPIC_MAX_MESSAGE_BYTES) },
+    { name: 'max.message.bytes', value: String(spec.maxMessageBytes ?? TOPIC_MAX_MESSAGE_BYTES) },
   ];
   if (spec.retentionMs !== undefined)
     configEntries.push({ name: 'retention.ms', value: String(spec.retentionMs) });

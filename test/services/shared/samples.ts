@@ -114,6 +114,17 @@ export const SAMPLES: RecordTypes = {
     expiresAt: 14,
   },
   EnrolAnswer: { hostId: 'host-1', challengeId: 'c0ffee', secret: Buffer.alloc(32, 6), at: 15 },
+  SealedShard: {
+    hostId: 'host-1',
+    bootId: 'boot-1:0',
+    startSeq: 120,
+    endSeq: 130,
+    quoteId: 'q-1',
+    digest: Buffer.alloc(32, 7),
+    size: 2048,
+    shard: Buffer.alloc(2048, 8),
+    at: 16,
+  },
   DeadLetter: {
     topic: 'ima.measurements',
     partition: 3,

@@ -20,6 +20,7 @@ it('matches the docs/contract.md topic table', () => {
     'ima.enrol-requests': [3, 'delete', 3_600_000],
     'ima.enrol-challenges': [3, 'delete', 3_600_000],
     'ima.dead-letter': [3, 'delete', 90 * DAY],
+    'ima.shards': [3, 'delete', 7 * DAY],
   });
   assert.deepEqual(new Set(Object.values(TOPIC)), new Set(TOPICS.map((t) => t.name)));
 });
@@ -36,4 +37,6 @@ it('renders createTopics entries with cleanup, retention and a message size abov
   assert.equal(verdicts.replicationFactor, 3);
   assert.equal(entry(verdicts, 'cleanup.policy'), 'compact');
   assert.equal(entry(verdicts, 'retention.ms'), undefined);
+  const shards = topicConfig(TOPICS.find((t) => t.name === TOPIC.shards)!, 1);
+  assert.ok(Number(entry(shards, 'max.message.bytes')) > 8 * 1024 * 1024, 'room for an 8 MiB shard');
 });
