@@ -24,6 +24,8 @@ export interface AgentConfig {
   brokers: string[];
   hostBootId: string;
   measurementsTopic: string;
+  /** Where sealed shards go (ima.shards; a test's own topic in tests). */
+  shardsTopic: string;
   pollMs: number;
   batchSize: number;
 }
@@ -45,6 +47,7 @@ const OPTIONS = {
   brokers: { type: 'string' },
   'boot-id': { type: 'string' },
   'measurements-topic': { type: 'string', default: 'ima.measurements' },
+  'shards-topic': { type: 'string', default: 'ima.shards' },
   'poll-ms': { type: 'string', default: '200' },
   batch: { type: 'string', default: '500' },
   help: { type: 'boolean', default: false },
@@ -62,6 +65,7 @@ export const USAGE = `usage: imastream agent --host-id H --state-dir DIR [option
   --brokers LIST           Kafka brokers (default $IMASTREAM_KAFKA_BROKERS or 127.0.0.1:19092)
   --boot-id ID             host boot id (default ${BOOT_ID_FILE})
   --measurements-topic T   topic for LogRecord/BootEvent/QuoteTaken (default ima.measurements)
+  --shards-topic T         topic for SealedShard (default ima.shards)
   --poll-ms MS             log poll interval (default 200)
   --batch N                most records per produce call (default 500)`;
 
@@ -93,6 +97,7 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     brokers: (v.brokers ?? env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',').map((b) => b.trim()),
     hostBootId: v['boot-id'] ?? readBootId(problems),
     measurementsTopic: v['measurements-topic'],
+    shardsTopic: v['shards-topic'],
     pollMs: checkNumber('poll-ms', v['poll-ms'], 10, 60_000, problems),
     batchSize: checkNumber('batch', v.batch, 1, 10_000, problems),
   };

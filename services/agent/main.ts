@@ -11,8 +11,9 @@ import type { AgentConfig } from './config.ts';
 import { type FollowedRecord, LogFollower } from './follower.ts';
 import { type AgentPosition, bootIdOf, bootStart, loadPosition, savePosition } from './position.ts';
 import { AgentKafka, DEFAULT_TOPICS, type Measurement } from './producer.ts';
-import { quoteAndPlace, toPcrValues } from './quoter.ts';
+import { type PlacedQuote, quoteAndPlace, toPcrValues } from './quoter.ts';
 import { BankTracker, SeqMatcher } from './seq-match.ts';
+import { readAkPublic, ShardSealer } from './shard-sealer.ts';
 import { ensureAk, type TpmTools, takeQuote } from './tpm.ts';
 
 /**
@@ -37,6 +38,8 @@ export class Agent {
   private archive!: RecordArchive;
   private follower!: LogFollower;
   private matcher!: SeqMatcher;
+  private sealer!: ShardSealer;
+  private akPublic: Uint8Array | undefined;
   private akName!: Uint8Array;
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
@@ -49,7 +52,7 @@ export class Agent {
     this.config = config;
     this.log = log;
     this.tpm = tpm;
-    const topics = { ...DEFAULT_TOPICS, measurements: config.measurementsTopic };
+    const topics = { ...DEFAULT_TOPICS, measurements: config.measurementsTopic, shards: config.shardsTopic };
     this.kafka = new AgentKafka(config.brokers, config.hostId, topics, log);
     this.done = new Promise((resolve) => {
       this.finish = resolve;
@@ -63,6 +66,7 @@ export class Agent {
     const resetCount = await this.probeResetCount();
     this.resume(resetCount);
     if (!this.pos.bootAnnounced) await this.announceBoot();
+    await this.sealer.publishPending();
     await this.kafka.listen({
       onChallenge: (c) => void this.serial(() => this.answerChallenge(c)).catch((err) => this.fail(err)),
       onResend: (r) => void this.serial(() => this.resend(r)).catch((err) => this.fail(err)),
@@ -170,6 +174,14 @@ export class Agent {
     const dir = archiveDir(this.config.stateDir, bootId);
     this.archive = RecordArchive.open(dir, { bootId, digestAlg: this.config.digestAlg }, this.pos.nextSeq);
     this.matcher = this.rebuildMatcher();
+    this.sealer = ShardSealer.open({
+      stateDir: this.config.stateDir,
+      hostId: this.config.hostId,
+      bootId,
+      digestAlg: this.config.digestAlg,
+      archive: this.archive,
+      publish: (record) => this.kafka.sealedShard(record),
+    });
     this.follower = new LogFollower(this.config.logPath, this.pos.logOffset, {
       digestAlg: this.config.digestAlg,
     });
@@ -304,6 +316,18 @@ export class Agent {
     };
     await this.kafka.quote(quote);
     this.log.info({ quoteId, seq: placed.seq, matched: placed.matched }, 'quote sent');
+    await this.sealShard(quoteId, placed, nonce);
+  }
+
+  /** Seals the records this quote newly covers into a shard file and sends it (shard-sealer.ts). */
+  private async sealShard(quoteId: string, placed: PlacedQuote, nonce: Uint8Array): Promise<void> {
+    this.akPublic ??= await readAkPublic(this.tpm, this.config.akHandle);
+    const closingQuote = { ...placed.raw, akPublic: this.akPublic, nonce, pcrs: placed.pcrs };
+    const sealed = await this.sealer.seal({ quoteId, seq: placed.seq, quote: closingQuote });
+    if (sealed === undefined) return;
+    const { path, startSeq, endSeq, bytes, shipped } = sealed;
+    if (shipped) this.log.info({ quoteId, startSeq, endSeq, bytes, path }, 'shard sealed');
+    else this.log.warn({ quoteId, startSeq, endSeq, bytes, path }, 'shard sealed, too large to send');
   }
 
   /** Serves a ResendRequest from the archive of the current boot. */

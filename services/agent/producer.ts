@@ -13,6 +13,7 @@ import type {
   QuoteTaken,
   RecordTypes,
   ResendRequest,
+  SealedShard,
 } from '../shared/records.ts';
 
 export type Measurement =
@@ -26,6 +27,8 @@ export interface AgentTopics {
   enrollments: string;
   nonces: string;
   challenges: string;
+  /** Sealed shards for the shard archiver (docs/shards.md). */
+  shards: string;
 }
 
 export const DEFAULT_TOPICS: AgentTopics = {
@@ -34,6 +37,7 @@ export const DEFAULT_TOPICS: AgentTopics = {
   enrollments: 'ima.enrollments',
   nonces: 'ima.nonces',
   challenges: 'ima.challenges',
+  shards: 'ima.shards',
 };
 
 /** What the agent hears from the fleet side. */
@@ -82,6 +86,11 @@ export class AgentKafka {
 
   async quote(quote: Quote): Promise<void> {
     await this.send(this.topics.quotes, 'Quote', quote);
+  }
+
+  /** One sealed shard (up to 8 MiB: the codec's SealedShard limit, the topic allows it). */
+  async sealedShard(shard: SealedShard): Promise<void> {
+    await this.send(this.topics.shards, 'SealedShard', shard);
   }
 
   async enrollment(enrollment: Enrollment): Promise<void> {

@@ -17,6 +17,8 @@ export interface HostSpec {
   source: LogSource;
   /** Where the agent produces measurements (an intercept topic for a tampered host). */
   measurementsTopic?: string;
+  /** Where the agent sends its sealed shards (default ima.shards). */
+  shardsTopic?: string;
   quoteIntervalS?: number;
   akAlg?: 'rsa' | 'rsapss' | 'ecc';
   brokers: string;
@@ -151,6 +153,7 @@ export class SimHost {
       s.akAlg ?? 'rsa',
     ];
     if (s.measurementsTopic !== undefined) args.push('--measurements-topic', s.measurementsTopic);
+    if (s.shardsTopic !== undefined) args.push('--shards-topic', s.shardsTopic);
 
     return args;
   }
