@@ -25,6 +25,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run: Com
   },
   'quote-checker': { summary: 'run a quote-checker', load: () => import('./commands/quote-checker.ts') },
   nonces: { summary: 'run the nonce service', load: () => import('./commands/nonces.ts') },
+  'shard-archiver': {
+    summary: 'verify and archive the sealed shards on ima.shards',
+    load: () => import('./commands/shard-archiver.ts'),
+  },
   alerts: { summary: 'print alerts as they arrive', load: () => import('./commands/alerts.ts') },
 };
 

@@ -54,6 +54,8 @@ const CATALOGUE = {
   // shard: sealed shards
   IMS_SHARD_BAD_FORMAT: 'sealed shard file is malformed',
   IMS_SHARD_CORRUPT: 'sealed shard file fails its integrity check',
+  IMS_SHARD_REJECTED: 'the shard archiver refused a sealed shard (failed verification, chain conflict or unknown AK)',
+  IMS_SHARD_AK_PENDING: 'no enrolled AK is known yet for the host of a sealed shard (retried)',
 
   // wire: Avro and framing
   IMS_WIRE_BAD_FRAME: 'message is not in Confluent wire framing',

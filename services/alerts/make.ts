@@ -15,7 +15,9 @@ export type AlertKind =
   | 'SHARD_DEADLINE'
   | 'SCHEME_CHANGED'
   | 'REPLAY_STATE_LOST'
-  | 'MALFORMED_QUOTE';
+  | 'MALFORMED_QUOTE'
+  | 'SHARD_INVALID'
+  | 'SHARD_GAP';
 
 const SEVERITY: Readonly<Record<AlertKind, Severity>> = {
   PCR_MISMATCH: 'CRITICAL',
@@ -30,6 +32,8 @@ const SEVERITY: Readonly<Record<AlertKind, Severity>> = {
   SCHEME_CHANGED: 'WARNING',
   REPLAY_STATE_LOST: 'WARNING',
   MALFORMED_QUOTE: 'WARNING',
+  SHARD_INVALID: 'CRITICAL',
+  SHARD_GAP: 'WARNING',
 };
 
 /** What a component knows when it raises an alert; `key` separates findings of one kind at one place. */
