@@ -57,7 +57,7 @@ export class Observer {
 
   /** Whether closed shards of one boot cover records [0, records) of the host. */
   attested(hostId: string, records: number): boolean {
-    return this.closed(hostId).some((v) => v.endSeq >= records);
+    return this.closed(hostId).some((v) => (v.endSeq ?? 0) >= records);
   }
 
   alerts(hostId: string, kind?: string): Alert[] {

@@ -26,7 +26,7 @@ export async function rowOf(spec: FleetHostSpec, observer: Observer, redis: Redi
   const replay = await readReplay(redis, spec.hostId);
   const records = spec.source.records.length;
   const role = spec.tamper === undefined ? 'honest' : 'tampered';
-  const attestedTo = closed.reduce((m, v) => Math.max(m, v.endSeq), 0);
+  const attestedTo = closed.reduce((m, v) => Math.max(m, v.endSeq ?? 0), 0);
 
   return {
     hostId: spec.hostId,

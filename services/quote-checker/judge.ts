@@ -22,6 +22,8 @@ export interface EnrolledAk {
   akPublic: Uint8Array;
   akName: Uint8Array;
   status: string;
+  /** Policy the AK was enrolled under (ek-certificate, tofu, allow-list); null when not recorded. */
+  policy?: string | null;
 }
 
 /** Enrolment states under which an AK's quotes are not accepted. */

@@ -24,14 +24,29 @@ const SEEN_QUOTES_TTL_SECONDS = 8 * 24 * 3600;
 export interface ParkedQuote {
   quoteId: string;
   hashAlg: string;
-  /** TPMS_ATTEST hex, for the digest fallback when no PCR values were shipped. */
+  /** TPMS_ATTEST hex, for the digest fallback when no PCR values were shipped; in the verdict. */
   attest: string;
   quoted: PcrValueJson[] | null;
+  /** TPMT_SIGNATURE, AK name and nonce (hex), carried in the verdict; absent in quotes parked by older builds. */
+  signature?: string;
+  akName?: string;
+  nonce?: string;
 }
 
 export type JoinResult =
   | { state: 'parked' | 'wait' | 'done' | 'busy' }
   | { state: 'join'; quote: ParkedQuote; checkpoint?: string };
+
+/**
+ * A checkpoint's arrival at the join: `cut` (no quote yet; this caller holds the join's lease
+ * while it announces the cut), `join` (the quote is parked), `done` or `busy`. `stored` is the
+ * replayer's copy of the checkpoint (with its `cut`), '' when it expired; `newest` says whether no
+ * later cut of the host was seen before (only then does the next shard open).
+ */
+export type CutResult =
+  | { state: 'done' | 'busy'; stored: string }
+  | { state: 'cut'; stored: string; newest: boolean }
+  | { state: 'join'; stored: string; newest: boolean; quote: ParkedQuote };
 
 /**
  * Parks a verified quote and claims the join when its checkpoint is already stored. The claim is
@@ -51,14 +66,47 @@ redis.call('HSET', KEYS[1], 'lease', ARGV[5], 'leaseUntil', ARGV[4])
 return {'join', redis.call('HGET', KEYS[1], 'quote'), ckpt}
 `);
 
-/** The checkpoint side of the join. KEYS: quote. ARGV: now, leaseUntil, token. */
-const JOIN_CHECKPOINT = new LuaScript(`
+/**
+ * A checkpoint arrives. Claims the join's lease even when the quote is not parked yet, so that a
+ * quote arriving while the CUT state is being published finds the join busy and leaves it to
+ * this caller (which then rejoins): the CUT can never land after the shard's CLOSED or FAILED.
+ * Also records the host's newest cut. KEYS: quote, ckpt, cut. ARGV: now, leaseUntil, token,
+ * bootId, seq, ttl.
+ */
+const CUT_CHECKPOINT = new LuaScript(`
+local stored = redis.call('GET', KEYS[2]) or ''
+if redis.call('HGET', KEYS[1], 'done') then return {'done', stored} end
+local holder = redis.call('HGET', KEYS[1], 'lease')
+local untilMs = tonumber(redis.call('HGET', KEYS[1], 'leaseUntil') or '0')
+if holder and holder ~= ARGV[3] and untilMs > tonumber(ARGV[1]) then return {'busy', stored} end
+local newest = '1'
+local cur = redis.call('GET', KEYS[3])
+if cur then
+  local c = cjson.decode(cur)
+  if c.bootId == ARGV[4] and tonumber(c.seq) >= tonumber(ARGV[5]) then newest = '0' end
+end
+if newest == '1' then redis.call('SET', KEYS[3], cjson.encode({bootId = ARGV[4], seq = tonumber(ARGV[5])})) end
+redis.call('HSET', KEYS[1], 'lease', ARGV[3], 'leaseUntil', ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 local q = redis.call('HGET', KEYS[1], 'quote')
-if not q then return {'wait'} end
+if q then return {'join', stored, newest, q} end
+return {'cut', stored, newest}
+`);
+
+/**
+ * The checkpoint side of the join, after the CUT was announced: joins when the quote came
+ * meanwhile, else gives the lease back. KEYS: quote. ARGV: now, leaseUntil, token.
+ */
+const JOIN_CHECKPOINT = new LuaScript(`
 if redis.call('HGET', KEYS[1], 'done') then return {'done'} end
 local holder = redis.call('HGET', KEYS[1], 'lease')
 local untilMs = tonumber(redis.call('HGET', KEYS[1], 'leaseUntil') or '0')
 if holder and holder ~= ARGV[3] and untilMs > tonumber(ARGV[1]) then return {'busy'} end
+local q = redis.call('HGET', KEYS[1], 'quote')
+if not q then
+  if holder == ARGV[3] then redis.call('HDEL', KEYS[1], 'lease', 'leaseUntil') end
+  return {'wait'}
+end
 redis.call('HSET', KEYS[1], 'lease', ARGV[3], 'leaseUntil', ARGV[2])
 return {'join', q}
 `);
@@ -90,13 +138,20 @@ export class QuoteStore {
   async enrollment(hostId: string): Promise<EnrolledAk | null> {
     const raw = await this.redis.get(hostKeys.enrollment(hostId));
     if (raw === null) return null;
-    const e = JSON.parse(raw) as { akPublic: string; akName: string; status: string };
+    const e = JSON.parse(raw) as { akPublic: string; akName: string; status: string; policy?: unknown };
+    const policy = typeof e.policy === 'string' ? e.policy : null;
 
-    return { akPublic: fromHex(e.akPublic), akName: fromHex(e.akName), status: e.status };
+    return { akPublic: fromHex(e.akPublic), akName: fromHex(e.akName), status: e.status, policy };
   }
 
   async saveEnrollment(e: Enrollment): Promise<void> {
-    const json = { akPublic: toHex(e.akPublic), akName: toHex(e.akName), status: e.status, at: e.at };
+    const json = {
+      akPublic: toHex(e.akPublic),
+      akName: toHex(e.akName),
+      status: e.status,
+      policy: e.policy,
+      at: e.at,
+    };
     await this.redis.set(hostKeys.enrollment(e.hostId), JSON.stringify(json));
   }
 
@@ -173,6 +228,26 @@ export class QuoteStore {
     const args = [JSON.stringify(parked), JOIN_TTL_SECONDS, lease.now, lease.now + lease.ms, lease.token];
 
     return joinResult(await PARK_QUOTE.run(this.redis, keys, args));
+  }
+
+  /** A checkpoint arrives (CUT_CHECKPOINT). */
+  async cutCheckpoint(hostId: string, bootId: string, seq: number, lease: Lease): Promise<CutResult> {
+    const keys = [
+      hostKeys.quote(hostId, bootId, seq),
+      hostKeys.ckpt(hostId, bootId, seq),
+      hostKeys.cut(hostId),
+    ];
+    const args = [lease.now, lease.now + lease.ms, lease.token, bootId, seq, JOIN_TTL_SECONDS];
+    const [state, stored, newest, quote] = (await CUT_CHECKPOINT.run(this.redis, keys, args)) as string[];
+    if (state === 'done' || state === 'busy') return { state, stored: stored ?? '' };
+    if (state === 'cut') return { state, stored: stored ?? '', newest: newest === '1' };
+
+    return { state: 'join', stored: stored ?? '', newest: newest === '1', quote: JSON.parse(quote!) };
+  }
+
+  /** The replayer's stored checkpoint (with its cut), or null once expired. */
+  async storedCheckpoint(hostId: string, bootId: string, seq: number): Promise<string | null> {
+    return this.redis.get(hostKeys.ckpt(hostId, bootId, seq));
   }
 
   async joinCheckpoint(hostId: string, bootId: string, seq: number, lease: Lease): Promise<JoinResult> {

@@ -1,8 +1,9 @@
 import { makeAlert } from '../alerts/make.ts';
 import type { SchemePin } from '../replayer/doc.ts';
 import { type PcrValueJson, pcrsFromJson, pcrsToJson } from '../replayer/pcrs.ts';
-import type { Alert, Checkpoint, PcrValue, Verdict } from '../shared/records.ts';
+import type { Alert, Checkpoint, ClosingQuote, PcrValue, Verdict } from '../shared/records.ts';
 import type { Comparison } from './compare.ts';
+import { type CutInfo, startValues } from './lifecycle.ts';
 
 /** The end of a host's last closed shard: where the next one starts, with its quote-verified PCRs. */
 export interface ClosedShard {
@@ -15,6 +16,15 @@ export interface ClosedShard {
 export interface VerdictInput {
   checkpoint: Checkpoint;
   quoteId: string;
+  /** The verified quote's signed bytes, carried in the verdict (null when not kept, e.g. an old parked quote). */
+  quote?: ClosingQuote | null;
+  /**
+   * The shard the replayer cut at the checkpoint (stored with it in Redis). When present it fixes
+   * the range and start values; without it the range runs from the last closed end (shardRange).
+   */
+  cut?: CutInfo | null;
+  /** Policy the host's AK was enrolled under, when known. */
+  akPolicy?: string | null;
   comparison: Comparison;
   /** Last closed shard of the host, of any boot. */
   closed: ClosedShard | null;
@@ -67,9 +77,13 @@ export function startingPoint(
 /** Builds the verdict of a joined quote and checkpoint, with the PCR_MISMATCH alert of a failure. */
 export function buildVerdict(input: VerdictInput): VerdictOutcome {
   const { checkpoint: c, comparison } = input;
-  const { startSeq, endSeq } = shardRange(input.closed, c.bootId, c.seq);
+  const cut = input.cut ?? null;
+  const { startSeq, endSeq } =
+    cut === null ? shardRange(input.closed, c.bootId, c.seq) : cutRange(cut, c.seq);
   const scheme = comparison.match ? comparison.scheme : null;
   const endPcrs = scheme === null ? c.pcrs : c.pcrs.filter((p) => p.scheme === scheme);
+  const startPcrs =
+    cut === null ? startPcrsOf(input.closed, startSeq, endPcrs) : startValues(cut, endPcrs, scheme);
   const verdict: Verdict = {
     hostId: c.hostId,
     bootId: c.bootId,
@@ -78,9 +92,12 @@ export function buildVerdict(input: VerdictInput): VerdictOutcome {
     endSeq,
     status: comparison.match ? 'CLOSED' : 'FAILED',
     quoteId: input.quoteId,
+    quote: input.quote ?? null,
     scheme,
-    startPcrs: startPcrsOf(input.closed, startSeq, endPcrs),
+    startPcrs,
     endPcrs,
+    cutKind: cut?.kind ?? null,
+    akPolicy: input.akPolicy ?? null,
     reasons: comparison.match ? [] : [comparison.reason],
     at: input.now,
   };
@@ -101,6 +118,10 @@ export function buildVerdict(input: VerdictInput): VerdictOutcome {
     closed,
     pin,
   };
+}
+
+function cutRange(cut: CutInfo, seq: number): { startSeq: number; endSeq: number } {
+  return { startSeq: cut.startSeq, endSeq: seq };
 }
 
 /** Within one boot the kernel's extend rule cannot change (DOMAIN.md §2.2): say so when it seems to. */

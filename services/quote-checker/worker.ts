@@ -10,14 +10,21 @@ import { type PcrValueJson, pcrsFromJson, pcrsToJson } from '../replayer/pcrs.ts
 import { decode, encode } from '../shared/codec.ts';
 import type { ImsProducer, InMessage } from '../shared/kafka.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { Alert, Checkpoint, PcrValue, Quote, Verdict } from '../shared/records.ts';
+import type { Alert, Checkpoint, ClosingQuote, PcrValue, Quote, Verdict } from '../shared/records.ts';
 import { checkKeyPart } from '../shared/redis.ts';
 import { TOPIC } from '../shared/topics.ts';
 import { type Comparison, compareByDigest, compareWithCheckpoint } from './compare.ts';
 import { attestHashOf, judgeQuote, type QuoteContext } from './judge.ts';
+import { type CutInfo, cutVerdict, deadlineVerdict, openVerdict, parseCut, verdictKey } from './lifecycle.ts';
 import { acceptedNonces, findNonce, type IssuedNonce } from './nonce-window.ts';
-import type { ParkedQuote, QuoteStore } from './store.ts';
+import type { Lease, ParkedQuote, QuoteStore } from './store.ts';
 import { buildVerdict, startingPoint } from './verdict.ts';
+
+/** A checkpoint with the shard the replayer cut at it (null: unknown, the range falls back). */
+interface StoredCheckpoint {
+  checkpoint: Checkpoint;
+  cut: CutInfo | null;
+}
 
 /** A quote this recent may have overtaken its host's enrolment or challenge on the way in. */
 const FRESH_QUOTE_MS = 60_000;
@@ -88,25 +95,62 @@ export class QuoteWorker {
       hashAlg: accepted.hashAlg,
       attest: Buffer.from(quote.attest).toString('hex'),
       quoted: accepted.quoted === null ? null : pcrsToJson(accepted.quoted),
+      signature: Buffer.from(quote.signature).toString('hex'),
+      akName: Buffer.from(quote.akName).toString('hex'),
+      nonce: Buffer.from(quote.nonce).toString('hex'),
     };
-    const lease = { token: this.token, now: this.now(), ms: this.options.leaseMs ?? 30_000 };
-    const r = await this.store.parkQuote(quote.hostId, quote.bootId, quote.seq, parked, lease);
+    const r = await this.store.parkQuote(quote.hostId, quote.bootId, quote.seq, parked, this.lease());
     this.logger.debug(
       { hostId: quote.hostId, quoteId: quote.quoteId, seq: quote.seq, join: r.state },
       'quote accepted',
     );
     if (r.state === 'parked')
       await this.store.awaitJoin(quote.hostId, quote.bootId, quote.seq, this.deadline());
-    if (r.state === 'join') await this.finishJoin(r.quote, checkpointFromJson(r.checkpoint!));
+    if (r.state === 'join') await this.finishJoin(r.quote, storedCheckpoint(r.checkpoint!, null));
   }
 
+  /**
+   * A checkpoint: the replayer fixed a shard's end. Publishes CUT (and OPEN for the next shard when
+   * this is the host's newest cut) unless the quote is already there, then joins or waits. The
+   * join's lease is held across the CUT publication, so a quote arriving meanwhile cannot publish
+   * CLOSED or FAILED before it: the shard's last state is always the judged one.
+   */
   private async onCheckpoint(c: Checkpoint): Promise<void> {
     checkIds(c.hostId, c.bootId);
-    const lease = { token: this.token, now: this.now(), ms: this.options.leaseMs ?? 30_000 };
-    const r = await this.store.joinCheckpoint(c.hostId, c.bootId, c.seq, lease);
+    const r = await this.store.cutCheckpoint(c.hostId, c.bootId, c.seq, this.lease());
     this.logger.debug({ hostId: c.hostId, seq: c.seq, join: r.state }, 'checkpoint');
-    if (r.state === 'wait') await this.store.awaitJoin(c.hostId, c.bootId, c.seq, this.deadline());
-    if (r.state === 'join') await this.finishJoin(r.quote, c);
+    if (r.state === 'done' || r.state === 'busy') return;
+    const stored = storedCheckpoint(r.stored, c);
+    const akPolicy = await this.akPolicy(c.hostId);
+    const states: Verdict[] = [];
+    if (r.state === 'cut' && stored.cut !== null)
+      states.push(cutVerdict({ checkpoint: stored.checkpoint, cut: stored.cut, akPolicy, now: this.now() }));
+    if ('newest' in r && r.newest)
+      states.push(openVerdict({ checkpoint: stored.checkpoint, akPolicy, now: this.now() }));
+    await this.produceVerdicts(states);
+    if (r.state === 'join') {
+      await this.finishJoin(r.quote, stored);
+      return;
+    }
+    const again = await this.store.joinCheckpoint(c.hostId, c.bootId, c.seq, this.lease());
+    if (again.state === 'wait') await this.store.awaitJoin(c.hostId, c.bootId, c.seq, this.deadline());
+    if (again.state === 'join') await this.finishJoin(again.quote, stored);
+  }
+
+  private lease(): Lease {
+    return { token: this.token, now: this.now(), ms: this.options.leaseMs ?? 30_000 };
+  }
+
+  private async akPolicy(hostId: string): Promise<string | null> {
+    return (await this.store.enrollment(hostId))?.policy ?? null;
+  }
+
+  private async produceVerdicts(verdicts: readonly Verdict[]): Promise<void> {
+    if (verdicts.length === 0) return;
+    await this.producer.send(
+      TOPIC.verdicts,
+      verdicts.map((v) => ({ key: verdictKey(v), value: encode('Verdict', v) })),
+    );
   }
 
   /**
@@ -143,24 +187,27 @@ export class QuoteWorker {
     return quote.nonceEpoch > newest;
   }
 
-  private async finishJoin(parked: ParkedQuote, checkpoint: Checkpoint): Promise<void> {
+  private async finishJoin(parked: ParkedQuote, stored: StoredCheckpoint): Promise<void> {
+    const { checkpoint, cut } = stored;
     const comparison = compare(parked, checkpoint);
-    const [closed, anchor, pinned] = await Promise.all([
+    const [closed, anchor, pinned, akPolicy] = await Promise.all([
       this.store.closed(checkpoint.hostId),
       this.store.snapshotAnchor(checkpoint.hostId),
       this.store.pin(checkpoint.hostId),
+      this.akPolicy(checkpoint.hostId),
     ]);
     const out = buildVerdict({
       checkpoint,
       quoteId: parked.quoteId,
+      quote: closingQuote(parked),
+      cut,
+      akPolicy,
       comparison,
       closed: startingPoint(closed, anchor, checkpoint.bootId, checkpoint.seq),
       pinned,
       now: this.now(),
     });
-    await this.producer.send(TOPIC.verdicts, [
-      { key: checkpoint.hostId, value: encode('Verdict', out.verdict) },
-    ]);
+    await this.produceVerdicts([out.verdict]);
     await this.produceAlerts(out.alerts);
     await this.store.recordVerdict(checkpoint, summary(out.verdict), out.closed, out.pin);
     this.stats.verdicts++;
@@ -169,12 +216,17 @@ export class QuoteWorker {
     else this.logger.warn({ ...log, reasons: out.verdict.reasons }, 'shard failed');
   }
 
-  /** Raises SHARD_DEADLINE for joins whose other half never came; safe to run on every instance. */
+  /**
+   * Raises SHARD_DEADLINE for joins whose other half never came, and fails the shard when its end
+   * was cut (the checkpoint is there, so the range is known); safe to run on every instance (the
+   * ZREM picks one). A quote that still joins later publishes the judged state over it.
+   */
   async sweep(): Promise<void> {
     for (const overdue of await this.store.takeOverdue(this.now())) {
       if (overdue.done) continue;
       this.stats.deadlines++;
       const { hostId, bootId, seq } = overdue;
+      await this.failUnattested(hostId, bootId, seq);
       const alert = makeAlert({
         kind: 'SHARD_DEADLINE',
         hostId,
@@ -187,6 +239,16 @@ export class QuoteWorker {
       this.logger.warn({ hostId, bootId, seq }, 'shard deadline passed');
       await this.produceAlerts([alert]);
     }
+  }
+
+  private async failUnattested(hostId: string, bootId: string, seq: number): Promise<void> {
+    const raw = await this.store.storedCheckpoint(hostId, bootId, seq);
+    if (raw === null) return;
+    const { checkpoint, cut } = storedCheckpoint(raw, null);
+    if (cut === null) return;
+    const akPolicy = await this.akPolicy(hostId);
+    const deadlineMs = this.options.deadlineMs;
+    await this.produceVerdicts([deadlineVerdict({ checkpoint, cut, akPolicy, now: this.now(), deadlineMs })]);
   }
 
   private deadline(): number {
@@ -231,10 +293,35 @@ function valuesOf(pcrs: readonly PcrValue[], scheme: string): PcrValues {
   return out;
 }
 
-function checkpointFromJson(json: string): Checkpoint {
-  const c = JSON.parse(json) as Omit<Checkpoint, 'pcrs'> & { pcrs: PcrValueJson[] };
+/**
+ * The replayer's stored checkpoint (`h:{host}:ckpt:…`, with the shard it ends), or the one from
+ * Kafka without a cut when the stored copy is gone ('').
+ */
+function storedCheckpoint(json: string, fallback: Checkpoint | null): StoredCheckpoint {
+  if (json === '' && fallback !== null) return { checkpoint: fallback, cut: null };
+  const c = JSON.parse(json) as Omit<Checkpoint, 'pcrs'> & { pcrs: PcrValueJson[]; cut?: unknown };
+  const checkpoint: Checkpoint = {
+    hostId: c.hostId,
+    bootId: c.bootId,
+    seq: c.seq,
+    pcrs: pcrsFromJson(c.pcrs),
+    schemes: c.schemes,
+    at: c.at,
+  };
 
-  return { ...c, pcrs: pcrsFromJson(c.pcrs) };
+  return { checkpoint, cut: parseCut(c.cut, c.seq) };
+}
+
+/** The verified quote's signed bytes for the verdict; null for a quote parked without them. */
+function closingQuote(p: ParkedQuote): ClosingQuote | null {
+  if (p.signature === undefined || p.akName === undefined || p.nonce === undefined) return null;
+
+  return {
+    attest: Buffer.from(p.attest, 'hex'),
+    signature: Buffer.from(p.signature, 'hex'),
+    akName: Buffer.from(p.akName, 'hex'),
+    nonce: Buffer.from(p.nonce, 'hex'),
+  };
 }
 
 function summary(v: Verdict): object {

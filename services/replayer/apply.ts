@@ -5,8 +5,16 @@ import type { HashAlg } from '../../lib/hash.ts';
 import { PcrReplay } from '../../lib/ima/replay.ts';
 import type { SnapshotAggregate } from '../../lib/ima/snapshot-aggregate.ts';
 import { makeAlert } from '../alerts/make.ts';
-import type { BootEvent, Checkpoint, LogRecord, QuoteTaken, SnapshotEvent } from '../shared/records.ts';
-import { ALL_SCHEMES, type ReplayDoc, type Scheme, type SchemePin } from './doc.ts';
+import type {
+  BootEvent,
+  Checkpoint,
+  CutKind,
+  LogRecord,
+  QuoteTaken,
+  SnapshotEvent,
+} from '../shared/records.ts';
+import { cutAt, type ShardCut } from './cuts.ts';
+import { ALL_SCHEMES, type PendingQuote, type ReplayDoc, type Scheme, type SchemePin } from './doc.ts';
 import type { MeasurementEvent, ReplayEffect } from './events.ts';
 import { flattenPcrs, pcrsFromJson, pcrsToJson } from './pcrs.ts';
 import {
@@ -157,33 +165,55 @@ class HostBatch {
     this.startBoot(ev.bootId);
   }
 
+  /**
+   * The agent cut its log at seq (Linux 7.2 staging, a virtual shard, a snapshot_aggregate). With
+   * the quote taken at the cut, the shard ends there like at a QuoteTaken, labelled with the
+   * cut's kind (whichever of the two events comes first makes the cut; the other finds it made).
+   * Without a quote, only the next shard's start moves.
+   */
   private onSnapshot(ev: SnapshotEvent): void {
     const doc = this.current(ev.bootId, ev.seq);
-    if (doc === null || ev.seq < doc.nextSeq) return;
+    if (doc === null) return;
+    if (ev.seq < doc.nextSeq) {
+      if (ev.quoteId !== null) this.lateCheckpoint(doc, ev.seq, ev.kind);
+      return;
+    }
     if (ev.seq > doc.nextSeq) {
+      if (ev.quoteId !== null) this.remember(doc, { seq: ev.seq, quoteId: ev.quoteId, kind: ev.kind });
       this.hold(doc, ev.seq);
       return;
     }
-    doc.shardStart = ev.seq;
+    if (ev.quoteId !== null) {
+      this.checkpoint(doc, ev.kind);
+      return;
+    }
+    cutAt(doc, ev.seq, pcrsToJson(this.livePcrs(doc)), ev.kind);
     this.changed = true;
+  }
+
+  /** A quote or cut past the records seen: its checkpoint waits for them (kinds merge). */
+  private remember(doc: ReplayDoc, q: PendingQuote): void {
+    const known = doc.pendingQuotes.find((p) => p.seq === q.seq);
+    if (known === undefined) {
+      doc.pendingQuotes = [...doc.pendingQuotes, q].slice(-PENDING_QUOTES_KEPT);
+      return;
+    }
+    if (q.kind != null && known.kind == null)
+      doc.pendingQuotes = doc.pendingQuotes.map((p) => (p === known ? { ...p, kind: q.kind } : p));
   }
 
   private onQuoteTaken(ev: QuoteTaken): void {
     const doc = this.current(ev.bootId, ev.seq);
     if (doc === null) return;
     if (ev.seq < doc.nextSeq) {
-      this.lateCheckpoint(doc, ev);
+      this.lateCheckpoint(doc, ev.seq, null);
       return;
     }
     if (ev.seq === doc.nextSeq) {
-      this.checkpoint(doc);
+      this.checkpoint(doc, null);
       return;
     }
-    if (!doc.pendingQuotes.some((q) => q.seq === ev.seq)) {
-      doc.pendingQuotes = [...doc.pendingQuotes, { seq: ev.seq, quoteId: ev.quoteId }].slice(
-        -PENDING_QUOTES_KEPT,
-      );
-    }
+    this.remember(doc, { seq: ev.seq, quoteId: ev.quoteId });
     this.hold(doc, ev.seq);
   }
 
@@ -251,6 +281,9 @@ class HostBatch {
       unverifiedFrom: rec.seq,
       startPcrs: pcrsToJson(replay.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)))),
       recent: [],
+      // The first shard starts at the snapshot, from the values it claims.
+      cutPcrs: pcrsToJson(replay.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)))),
+      cuts: [],
       updatedAt: this.input.now,
     };
     this.changed = true;
@@ -318,7 +351,7 @@ class HostBatch {
     const waiting = doc.pendingQuotes.find((q) => q.seq === doc.nextSeq);
     if (waiting !== undefined) {
       doc.pendingQuotes = doc.pendingQuotes.filter((q) => q.seq > doc.nextSeq);
-      this.checkpoint(doc);
+      this.checkpoint(doc, waiting.kind ?? null);
     }
     const gap = doc.gap;
     if (gap === null || doc.nextSeq < gap.toSeq) return;
@@ -391,28 +424,37 @@ class HostBatch {
    * the ring of recent PCR values when that seq is still in it (a redelivered QuoteTaken gives the
    * same checkpoint again); otherwise it is skipped and its shard ends in SHARD_DEADLINE.
    */
-  private lateCheckpoint(doc: ReplayDoc, ev: QuoteTaken): void {
-    const kept = doc.recent.find((r) => r.seq === ev.seq);
+  private lateCheckpoint(doc: ReplayDoc, seq: number, kind: CutKind | null): void {
+    const kept = doc.recent.find((r) => r.seq === seq);
     if (kept === undefined) {
       this.skipped++;
       return;
     }
     const schemes = kept.schemes.filter((s) => doc.schemes.includes(s));
     const pcrs = pcrsFromJson(kept.pcrs).filter((p) => schemes.includes(p.scheme as Scheme));
-    this.emitCheckpoint(doc.bootId, ev.seq, schemes, pcrs);
+    const cut = cutAt(doc, seq, pcrsToJson(pcrs), kind);
+    this.emitCheckpoint(doc.bootId, seq, schemes, pcrs, cut);
   }
 
-  private checkpoint(doc: ReplayDoc): void {
+  /** The shard ends at nextSeq: the checkpoint the quote at that seq is judged against. */
+  private checkpoint(doc: ReplayDoc, kind: CutKind | null): void {
+    const pcrs = this.livePcrs(doc);
+    const cut = cutAt(doc, doc.nextSeq, pcrsToJson(pcrs), kind);
+    this.emitCheckpoint(doc.bootId, doc.nextSeq, doc.schemes, pcrs, cut);
+  }
+
+  private livePcrs(doc: ReplayDoc): Checkpoint['pcrs'] {
     const replay = this.pcrs(doc);
-    const pcrs = doc.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)));
-    this.emitCheckpoint(doc.bootId, doc.nextSeq, doc.schemes, pcrs);
+    return doc.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)));
   }
 
+  /** One checkpoint per (boot, seq) in a batch: a second one (now with its cut kind) replaces it. */
   private emitCheckpoint(
     bootId: string,
     seq: number,
     schemes: readonly Scheme[],
     pcrs: Checkpoint['pcrs'],
+    cut: ShardCut | null,
   ): void {
     const checkpoint: Checkpoint = {
       hostId: this.input.hostId,
@@ -422,7 +464,11 @@ class HostBatch {
       schemes: [...schemes],
       at: this.input.now,
     };
-    this.effects.push({ kind: 'checkpoint', checkpoint });
+    const same = (e: ReplayEffect) =>
+      e.kind === 'checkpoint' && e.checkpoint.bootId === bootId && e.checkpoint.seq === seq;
+    const at = this.effects.findIndex(same);
+    if (at >= 0) this.effects.splice(at, 1);
+    this.effects.push({ kind: 'checkpoint', checkpoint, cut });
     // The checkpoint is stored with the state, where the quote-checker's join looks for it.
     this.changed = true;
   }
@@ -471,6 +517,8 @@ class HostBatch {
       unverifiedFrom: null,
       startPcrs: null,
       recent: [],
+      cutPcrs: null,
+      cuts: [],
       updatedAt: this.input.now,
     };
     this.changed = true;

@@ -1,4 +1,5 @@
 import { ImastreamError } from '../../lib/errors.ts';
+import type { CutKind } from '../shared/records.ts';
 import type { PcrValueJson } from './pcrs.ts';
 
 /** An extend scheme (DOMAIN.md §2.2): per-bank digests, or SHA-1 zero-padded into every bank. */
@@ -23,6 +24,20 @@ export interface GapHold {
 export interface PendingQuote {
   seq: number;
   quoteId: string;
+  /** The agent's cut kind at seq, when a SnapshotEvent announced it (absent for a plain quote). */
+  kind?: CutKind | null;
+}
+
+/**
+ * A cut the replay passed: the shard [startSeq, seq) ended there. Kept in a small ring so a
+ * redelivered QuoteTaken, or a SnapshotEvent after its QuoteTaken, gives the same shard again.
+ */
+export interface CutMark {
+  seq: number;
+  startSeq: number;
+  /** Replayed PCR values at startSeq (every live scheme); null at a boot's start (zeros). */
+  startPcrs: PcrValueJson[] | null;
+  kind: CutKind | null;
 }
 
 /**
@@ -49,6 +64,10 @@ export interface ReplayDoc {
   status: HostStatus;
   /** Seq where the current shard starts (the last cut). */
   shardStart: number;
+  /** Replayed PCR values at shardStart; null at a boot's start (zeros). */
+  cutPcrs: PcrValueJson[] | null;
+  /** Newest last: the last cuts (see CutMark). */
+  cuts: CutMark[];
   /** Extend schemes still live; one after a quote pinned it. */
   schemes: Scheme[];
   gap: GapHold | null;
@@ -115,6 +134,8 @@ export function parseReplayDoc(json: string, hostId: string): ReplayDoc {
     unverifiedFrom: isSeq(d.unverifiedFrom) ? d.unverifiedFrom : null,
     startPcrs: Array.isArray(d.startPcrs) ? d.startPcrs : null,
     recent: Array.isArray(d.recent) ? d.recent : [],
+    cutPcrs: Array.isArray(d.cutPcrs) ? d.cutPcrs : null,
+    cuts: Array.isArray(d.cuts) ? d.cuts : [],
     updatedAt: typeof d.updatedAt === 'number' ? d.updatedAt : 0,
   };
 }

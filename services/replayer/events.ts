@@ -7,6 +7,7 @@ import type {
   ResendRequest,
   SnapshotEvent,
 } from '../shared/records.ts';
+import type { ShardCut } from './cuts.ts';
 
 /** A value on ima.measurements, tagged with its record name. */
 export type MeasurementEvent =
@@ -25,5 +26,6 @@ export const MEASUREMENT_TYPES: ReadonlySet<string> = new Set([
 /** What a batch makes the replayer tell the rest of the pipeline, produced after the state is stored. */
 export type ReplayEffect =
   | { kind: 'alert'; alert: Alert }
-  | { kind: 'checkpoint'; checkpoint: Checkpoint }
+  /** `cut`: the shard the checkpoint ends (stored beside it in Redis; not on the wire). */
+  | { kind: 'checkpoint'; checkpoint: Checkpoint; cut: ShardCut | null }
   | { kind: 'resend'; request: ResendRequest };

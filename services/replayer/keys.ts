@@ -20,6 +20,8 @@ export const hostKeys = {
   outbox: (hostId: string) => `${host(hostId)}:outbox`,
   /** End of the last closed shard per boot (JSON), for the next verdict's start. */
   closed: (hostId: string) => `${host(hostId)}:closed`,
+  /** Newest cut the quote-checker saw (JSON {bootId, seq}): only the newest opens a shard. */
+  cut: (hostId: string) => `${host(hostId)}:cut`,
   /** Quote ids already verified, so a replayed quote is caught (set, with a TTL). */
   quoteIds: (hostId: string) => `${host(hostId)}:quote-ids`,
   /** Pending challenge nonces of the host (sorted set by issue time). */

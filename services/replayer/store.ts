@@ -1,5 +1,6 @@
 import { ImastreamError } from '../../lib/errors.ts';
 import type { Checkpoint } from '../shared/records.ts';
+import type { ShardCut } from './cuts.ts';
 import { parseReplayDoc, parseSchemePin, type ReplayDoc, type SchemePin } from './doc.ts';
 import { hostKeys, JOIN_TTL_SECONDS } from './keys.ts';
 import { LuaScript, type RedisClient } from './lua.ts';
@@ -14,6 +15,15 @@ export interface OutboxMessage {
 }
 
 /** The effects of one stored batch, produced after the store and cleared once produced. */
+/**
+ * A checkpoint as stored at `h:{host}:ckpt:<boot>:<seq>`: the Checkpoint record plus the shard it
+ * ends (`cut`, null when the replayer could not place it), which the quote-checker reads there.
+ */
+export interface StoredCheckpoint {
+  checkpoint: Checkpoint;
+  cut: ShardCut | null;
+}
+
 export interface Outbox {
   id: string;
   messages: OutboxMessage[];
@@ -98,14 +108,14 @@ export class ReplayStore {
     hostId: string,
     expectedRaw: string | null,
     doc: ReplayDoc,
-    checkpoints: readonly Checkpoint[],
+    checkpoints: readonly StoredCheckpoint[],
     outbox: Outbox | null,
   ): Promise<boolean> {
     const keys = [hostKeys.replay(hostId), hostKeys.outbox(hostId)];
     const ckptJson: string[] = [];
-    for (const c of checkpoints) {
+    for (const { checkpoint: c, cut } of checkpoints) {
       keys.push(hostKeys.ckpt(hostId, c.bootId, c.seq));
-      ckptJson.push(JSON.stringify({ ...c, pcrs: pcrsToJson(c.pcrs) }));
+      ckptJson.push(JSON.stringify({ ...c, pcrs: pcrsToJson(c.pcrs), cut }));
     }
     const args = [
       expectedRaw ?? '',

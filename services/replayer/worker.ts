@@ -106,7 +106,7 @@ export class ReplayWorker {
     const doc: ReplayDoc = result.doc;
     const outbox =
       messages.length === 0 ? null : { id: `${doc.bootId}:${doc.nextSeq}:${this.now()}`, messages };
-    const checkpoints = result.effects.flatMap((e) => (e.kind === 'checkpoint' ? [e.checkpoint] : []));
+    const checkpoints = result.effects.flatMap((e) => (e.kind === 'checkpoint' ? [e] : []));
     if (!(await this.store.commit(hostId, stored.raw, doc, checkpoints, outbox))) return null;
     this.stats.records += result.applied;
     this.stats.skipped += result.skipped;

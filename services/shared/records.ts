@@ -365,35 +365,57 @@ export interface SnapshotEvent {
   at: number;
 }
 
-/** Shard outcome. */
-export type ShardStatus = 'CLOSED' | 'FAILED';
+/** Shard lifecycle state. */
+export type ShardStatus = 'OPEN' | 'CUT' | 'CLOSED' | 'FAILED';
+
+/** The verified quote at the shard's end, as the TPM signed it, so the verdict can be checked again offline. */
+export interface ClosingQuote {
+  /** TPMS_ATTEST as signed. */
+  attest: Buffer;
+  /** TPMT_SIGNATURE. */
+  signature: Buffer;
+  /** Name of the AK that signed it. */
+  akName: Buffer;
+  /** Nonce the quote carries (extraData). */
+  nonce: Buffer;
+}
+
+/** How the log was cut at the shard's end. */
+export type ShardCutKind = 'STAGING' | 'VIRTUAL' | 'SNAPSHOT_AGGREGATE';
 
 /**
- * Outcome for one shard of a boot's log: CLOSED when a verified quote matched the replay, FAILED otherwise.
- * Compacted per shardId.
+ * One state of a shard's lifecycle (docs/pipeline.md): OPEN from the previous cut, CUT when its end is
+ * fixed, CLOSED when a verified quote matched the replay at its end, FAILED otherwise or when still
+ * unattested after the deadline. Kafka key <hostId>/<shardId>, compacted: the last state of a shard wins.
  */
 export interface Verdict {
-  /** Host judged; also the Kafka key. */
+  /** Host judged. */
   hostId: string;
-  /** Boot judged. */
+  /** Boot the shard's end belongs to (a kexec continues the seqs under a new bootId). */
   bootId: string;
-  /** <bootId>:<startSeq>-<endSeq>. */
+  /** <bootId>:<startSeq>-<endSeq>, or <bootId>:<startSeq>- while OPEN. */
   shardId: string;
   /** First seq of the shard. */
   startSeq: number;
-  /** Seq after the shard's last record (exclusive). */
-  endSeq: number;
-  /** CLOSED (attested) or FAILED. */
+  /** Seq after the shard's last record (exclusive); null while OPEN. */
+  endSeq: number | null;
+  /** OPEN, CUT (end fixed, not yet attested), CLOSED (attested) or FAILED. */
   status: ShardStatus;
-  /** Quote that decided the verdict. */
-  quoteId: string;
+  /** Quote that decided the shard; null while OPEN or CUT, and for a deadline failure. */
+  quoteId: string | null;
+  /** The closing quote (quoteId above); null until a quote decided the shard. */
+  quote: ClosingQuote | null;
   /** Extend scheme that matched, when one did. */
   scheme: string | null;
-  /** PCR values at startSeq. */
+  /** PCR values at startSeq (the replay's at the previous cut; zeros at a boot's start). */
   startPcrs: PcrValue[];
-  /** PCR values at endSeq. */
+  /** Replayed PCR values at endSeq (of the matched scheme once CLOSED; empty while OPEN). */
   endPcrs: PcrValue[];
-  /** Why the shard failed (empty when CLOSED). */
+  /** The agent's cut at endSeq (SnapshotEvent kind), null for a plain quote. */
+  cutKind: ShardCutKind | null;
+  /** Policy the host's AK was enrolled under (ek-certificate, tofu, allow-list), when known. */
+  akPolicy: string | null;
+  /** Why the shard failed (empty otherwise). */
   reasons: string[];
   /** Quote-checker wall clock, ms since the epoch. */
   at: number;

@@ -25,6 +25,7 @@ import {
   connectTestRedis,
   enrolOnFirstUse,
   eventually,
+  judged,
   produce,
   quietLogger,
   REDIS_URL,
@@ -154,7 +155,7 @@ describe('quote-checker on Kafka, Redis and swtpm', () => {
   const verdictOf = (host: string, shardId: string) =>
     eventually(
       `verdict ${shardId}`,
-      () => verdicts.seen.find((v) => v.key === host && v.value.shardId === shardId),
+      () => verdicts.seen.find((v) => v.value.hostId === host && v.value.shardId === shardId && judged(v)),
       40_000,
     );
   const alertOf = (host: string, kind: string) =>

@@ -27,6 +27,7 @@ import {
   connectTestRedis,
   enrolOnFirstUse,
   eventually,
+  judged,
   produce,
   quietLogger,
   REDIS_URL,
@@ -149,7 +150,7 @@ describe('replayer starting from a snapshot_aggregate, confirmed by swtpm', () =
   const verdictAt = (host: string, endSeq: number) =>
     eventually(
       `verdict of ${host} at ${endSeq}`,
-      () => verdicts.seen.find((v) => v.key === host && v.value.endSeq === endSeq),
+      () => verdicts.seen.find((v) => v.value.hostId === host && v.value.endSeq === endSeq && judged(v)),
       40_000,
     );
   const alertKinds = (host: string) => alerts.seen.filter((a) => a.key === host).map((a) => a.value.kind);

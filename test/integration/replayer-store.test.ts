@@ -68,7 +68,7 @@ describe('ReplayStore', () => {
     });
     const checkpoint = { hostId: h, bootId: 'b:1', seq: 0, pcrs: [], schemes: ['perbank'], at: 1 };
     const outbox = { id: 'o-1', messages: [{ topic: 't', key: h, value: 'AA==' }] };
-    assert.equal(await store.commit(h, null, r.doc!, [checkpoint], outbox), true);
+    assert.equal(await store.commit(h, null, r.doc!, [{ checkpoint, cut: null }], outbox), true);
 
     assert.ok((await redis.ttl(hostKeys.ckpt(h, 'b:1', 0))) > 0);
     assert.deepEqual((await store.load([h])).get(h)?.outbox, outbox);

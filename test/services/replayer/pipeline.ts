@@ -63,7 +63,8 @@ export async function watchTopic(topic: string, hosts: readonly string[], logger
     partitionsConsumedConcurrently: 6,
     handleMessage: async (m) => {
       const key = m.key?.toString() ?? null;
-      if (key === null || !wanted.has(key) || m.value === null) return;
+      // Verdicts are keyed <hostId>/<shardId>; everything else by host.
+      if (key === null || !wanted.has(key.split('/')[0]!) || m.value === null) return;
       const d = decode(m.value);
       seen.push({ schema: d.schema, value: d.value as unknown as Record<string, unknown>, key });
     },
@@ -71,6 +72,11 @@ export async function watchTopic(topic: string, hosts: readonly string[], logger
   await group.joined;
 
   return { seen, stop: () => group.stop() };
+}
+
+/** A verdict that judged its shard (CLOSED or FAILED), not an OPEN or CUT lifecycle state. */
+export function judged(v: Seen): boolean {
+  return v.value.status === 'CLOSED' || v.value.status === 'FAILED';
 }
 
 /** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */

@@ -132,8 +132,12 @@ describe('applyBatch with snapshot_aggregate', () => {
     assert.deepEqual(kinds(out.effects), ['checkpoint']);
     assert.deepEqual(
       [out.doc?.nextSeq, out.doc?.status, out.doc?.unverifiedFrom, out.doc?.shardStart],
-      [S + 2, 'unverified', S, S],
+      [S + 2, 'unverified', S, S + 2],
     );
+    // The first shard starts at the snapshot, from the values it claims.
+    const cut = out.effects[0]?.kind === 'checkpoint' ? out.effects[0].cut : null;
+    assert.equal(cut?.startSeq, S);
+    assert.deepEqual(cut?.startPcrs, out.doc?.startPcrs);
     const claimed = out.doc?.startPcrs?.find((p) => p.scheme === 'perbank' && p.bank === 'sha256');
     assert.equal(claimed?.value, toHex(offline(before()).value('perbank', 'sha256', 10)));
     // The records before the snapshot were never seen, yet the checkpoint is what the TPM holds.

@@ -69,7 +69,7 @@ describe('effectMessages', () => {
     const checkpoint = { hostId: 'h', bootId: 'b', seq: 1, pcrs: [], schemes: ['perbank'], at: 0 };
     const messages = effectMessages([
       { kind: 'alert', alert },
-      { kind: 'checkpoint', checkpoint },
+      { kind: 'checkpoint', checkpoint, cut: null },
     ]);
     const topics = byTopic(messages);
 
