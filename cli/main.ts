@@ -29,6 +29,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<{ run: Com
     summary: 'verify and archive the sealed shards on ima.shards',
     load: () => import('./commands/shard-archiver.ts'),
   },
+  enroller: {
+    summary: 'run the enroller (AK enrolment bound to the EK)',
+    load: () => import('./commands/enroller.ts'),
+  },
   alerts: { summary: 'print alerts as they arrive', load: () => import('./commands/alerts.ts') },
 };
 

@@ -50,6 +50,10 @@ const CATALOGUE = {
   // enrol: AK enrolment bound to the EK
   IMS_ENROL_BAD_TRUST_ANCHOR: 'a trust-store certificate (manufacturer root or intermediate) cannot be parsed',
   IMS_ENROL_BAD_REQUEST: 'an enrolment request or answer is malformed',
+  IMS_ENROL_REJECTED: 'the enroller refused the enrolment (the reason is its rejection code)',
+  IMS_ENROL_NO_CHALLENGE: 'no enrolment challenge arrived in time (no enroller running, or it is behind)',
+  IMS_ENROL_NOT_ACCEPTED: 'the answer was sent but no active enrolment of this AK appeared in time',
+  IMS_ENROL_ACTIVATION_FAILED: 'the TPM refused to activate the credential (not made for this EK and AK)',
 
   // shard: sealed shards
   IMS_SHARD_BAD_FORMAT: 'sealed shard file is malformed',

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImastreamError } from '../../lib/errors.ts';
 import type { HashAlg } from '../../lib/hash.ts';
@@ -197,4 +197,91 @@ async function createPersistentAk(tpm: TpmTools, akHandle: string, akAlg: AkAlg)
 
 export function hexOf(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
+}
+
+/** Persistent handle of the RSA EK (TCG EK Credential Profile) and its certificate's NV index. */
+export const EK_HANDLE = '0x81010001';
+export const EK_CERT_NV_INDEX = '0x01c00002';
+/** Bound on an EK certificate read from NV; real ones are 1-2 KiB. */
+const MAX_EK_CERT_BYTES = 16 * 1024;
+
+/** What the agent sends about its EK; none of it is trusted by the agent or the enroller. */
+export interface EkInfo {
+  /** TPM2B_PUBLIC of the EK. */
+  ekPublic: Uint8Array;
+  /** The EK certificate from NV as stored (DER, maybe zero-padded), or null when the TPM has none. */
+  ekCertificate: Uint8Array | null;
+  /** What tpm2_activatecredential -C takes: the persistent handle, or a saved context. */
+  ekRef: string;
+}
+
+/**
+ * The RSA EK: the persistent one at {@link EK_HANDLE} when the manufacturer (or swtpm_setup)
+ * made it, else one recreated from the default template (the same key: it derives from the
+ * endorsement seed). Its certificate is read from NV when the index exists.
+ */
+export async function readEk(tpm: TpmTools): Promise<EkInfo> {
+  return tpm.exclusive(async () => {
+    let ekRef: string;
+    if (await hasHandle(tpm, EK_HANDLE)) {
+      ekRef = EK_HANDLE;
+      await tpm.tool('tpm2_readpublic', ['-c', EK_HANDLE, '-f', 'tss', '-o', tpm.file('ek.pub')]);
+    } else {
+      ekRef = tpm.file('ek.ctx');
+      await tpm.tool('tpm2_createek', ['-c', ekRef, '-G', 'rsa', '-u', tpm.file('ek.pub')]);
+    }
+    const ekPublic = await tpm.readOut('ek.pub');
+    const nv = await tpm.tool('tpm2_getcap', ['handles-nv-index']);
+    const wanted = Number.parseInt(EK_CERT_NV_INDEX, 16);
+    const present = nv.split('\n').some((l) => Number.parseInt(l.replace(/^\s*-\s*/, ''), 16) === wanted);
+    let ekCertificate: Uint8Array | null = null;
+    if (present) {
+      await tpm.tool('tpm2_nvread', [EK_CERT_NV_INDEX, '-o', tpm.file('ek.crt')]);
+      ekCertificate = await tpm.readOut('ek.crt');
+      if (ekCertificate.byteLength > MAX_EK_CERT_BYTES) {
+        throw new ImastreamError(
+          'IMS_TOOL_FAILED',
+          `EK certificate in NV is ${ekCertificate.byteLength} bytes`,
+        );
+      }
+    }
+
+    return { ekPublic, ekCertificate, ekRef };
+  });
+}
+
+/**
+ * TPM2_ActivateCredential: the secret comes out only if this TPM holds the EK's private key and
+ * the object at `akRef` has the Name the credential was made for. The TCG default EK's only
+ * authorisation is PolicySecret(endorsement), so a policy session is started and satisfied
+ * first (DOMAIN §4.7). The session must survive three tools, so they run raw and everything is
+ * flushed at the end. Throws IMS_ENROL_ACTIVATION_FAILED when the TPM refuses.
+ */
+export async function activateCredential(
+  tpm: TpmTools,
+  ekRef: string,
+  akRef: string,
+  credentialFile: Uint8Array,
+): Promise<Uint8Array> {
+  return tpm.exclusive(async () => {
+    const [cred, secret, session] = ['enrol.cred', 'enrol.secret', 'enrol.session'].map((n) => tpm.file(n));
+    await writeFile(cred!, credentialFile);
+    try {
+      await tpm.raw('tpm2_startauthsession', ['--policy-session', '-S', session!]);
+      await tpm.raw('tpm2_policysecret', ['-S', session!, '-c', 'e']);
+      await tpm.raw('tpm2_activatecredential', [
+        ...['-c', akRef, '-C', ekRef, '-i', cred!, '-o', secret!],
+        ...['-P', `session:${session}`],
+      ]);
+    } catch (cause) {
+      throw new ImastreamError('IMS_ENROL_ACTIVATION_FAILED', 'the TPM refused to activate the credential', {
+        cause,
+      });
+    } finally {
+      await tpm.raw('tpm2_flushcontext', ['-t']).catch(() => undefined);
+      await tpm.raw('tpm2_flushcontext', ['-s']).catch(() => undefined);
+    }
+
+    return tpm.readOut('enrol.secret');
+  });
 }

@@ -4,8 +4,12 @@ import { ImastreamError } from '../../lib/errors.ts';
 import { COMMON_SETTINGS, type ConfigOf, parsers, type Settings } from '../shared/config.ts';
 import { loadTrustStore } from './trust-store.ts';
 
-const WITHOUT_CERTIFICATE = ['reject', 'allow-list', 'tofu'] as const;
-type WithoutCertificate = (typeof WITHOUT_CERTIFICATE)[number];
+/**
+ * --ek-policy names what an EK without a certificate needs: `certificate` (one is required:
+ * lib/enrol's `reject`), `allow-list` or `tofu`. An EK with a certificate always needs its chain.
+ */
+const EK_POLICIES = { certificate: 'reject', 'allow-list': 'allow-list', tofu: 'tofu' } as const;
+type WithoutCertificate = (typeof EK_POLICIES)[keyof typeof EK_POLICIES];
 
 /** An optional path: empty means not configured. */
 const optionalPath = (text: string): string => text;
@@ -14,26 +18,26 @@ const optionalPath = (text: string): string => text;
 export const ENROLLER_SETTINGS = {
   ...COMMON_SETTINGS,
   trustDir: {
-    flag: 'ek-trust-dir',
-    env: 'IMASTREAM_EK_TRUST_DIR',
+    flag: 'trust-store',
+    env: 'IMASTREAM_EK_TRUST_STORE',
     default: '',
     parse: optionalPath,
     doc: 'directory of EK manufacturer root and intermediate certificates (PEM/DER); empty: none',
   },
   withoutCertificate: {
-    flag: 'ek-without-cert',
-    env: 'IMASTREAM_EK_WITHOUT_CERT',
-    default: 'reject',
+    flag: 'ek-policy',
+    env: 'IMASTREAM_EK_POLICY',
+    default: 'certificate',
     parse: (text: string): WithoutCertificate => {
-      if (!(WITHOUT_CERTIFICATE as readonly string[]).includes(text)) {
-        throw new Error(`"${text}" is not one of ${WITHOUT_CERTIFICATE.join('|')}`);
+      if (!Object.hasOwn(EK_POLICIES, text)) {
+        throw new Error(`"${text}" is not one of ${Object.keys(EK_POLICIES).join('|')}`);
       }
-      return text as WithoutCertificate;
+      return EK_POLICIES[text as keyof typeof EK_POLICIES];
     },
-    doc: 'policy for EKs without a certificate: reject|allow-list|tofu',
+    doc: 'EKs without a certificate: certificate (refused) | allow-list | tofu (trust on first use)',
   },
   allowListFile: {
-    flag: 'ek-allow-list',
+    flag: 'allow-list',
     env: 'IMASTREAM_EK_ALLOW_LIST',
     default: '',
     parse: optionalPath,
@@ -46,6 +50,12 @@ export const ENROLLER_SETTINGS = {
     parse: parsers.int(1000, 3_600_000),
     doc: 'how long an enrolment challenge may be answered, ms',
   },
+  groupId: {
+    flag: 'group-id',
+    default: 'imastream-enroller',
+    parse: parsers.string,
+    doc: 'consumer group on ima.enrol-requests',
+  },
 } satisfies Settings;
 
 export type EnrollerConfig = ConfigOf<typeof ENROLLER_SETTINGS>;
@@ -56,15 +66,12 @@ export async function loadEkPolicy(config: EnrollerConfig): Promise<EkPolicy> {
   const allowList =
     config.allowListFile === '' ? new Set<string>() : await loadAllowList(config.allowListFile);
   if (config.withoutCertificate === 'allow-list' && allowList.size === 0) {
-    throw new ImastreamError(
-      'IMS_CONFIG_INVALID',
-      '--ek-without-cert allow-list needs a non-empty --ek-allow-list',
-    );
+    throw new ImastreamError('IMS_CONFIG_INVALID', '--ek-policy allow-list needs a non-empty --allow-list');
   }
   if (trustStore === null && config.withoutCertificate === 'reject') {
     throw new ImastreamError(
       'IMS_CONFIG_INVALID',
-      'no --ek-trust-dir and EKs without certificate rejected: none could enrol',
+      'no --trust-store and --ek-policy certificate: no EK could enrol',
     );
   }
 

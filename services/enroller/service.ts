@@ -1,5 +1,5 @@
 import { toHex } from '../../lib/bytes/hex.ts';
-import type { Enroller } from '../../lib/enrol/enroller.ts';
+import type { AnswerOutcome, BeginOutcome, Enroller } from '../../lib/enrol/enroller.ts';
 import type { EnrolmentRegistry } from '../../lib/enrol/registry.ts';
 import type {
   EkPolicyName,
@@ -37,31 +37,43 @@ export class EnrolmentService {
 
   /** A challenge to send back to the agent, or null when the request is refused. */
   async request(request: EnrolRequest): Promise<EnrolChallenge | null> {
+    const out = await this.begin(request);
+
+    return out.ok ? out.challenge : null;
+  }
+
+  /** The challenge, or the rejection (logged) to tell the agent about. */
+  async begin(request: EnrolRequest): Promise<BeginOutcome> {
     const out = await this.enroller.begin(request, this.clock());
     if (!out.ok) {
       this.rejected(out.rejection, 'request');
-      return null;
+      return out;
     }
     this.log.debug(
       { hostId: request.hostId, challengeId: out.challenge.challengeId },
       'enrolment challenge issued',
     );
 
-    return out.challenge;
+    return out;
   }
 
   /** True when the answer enrols the AK; the Enrollment is published before this returns. */
   async answer(answer: EnrolAnswer): Promise<boolean> {
+    return (await this.complete(answer)).ok;
+  }
+
+  /** The published enrolment, or the rejection (logged) to tell the agent about. */
+  async complete(answer: EnrolAnswer): Promise<AnswerOutcome> {
     const out = this.enroller.answer(answer, this.clock());
     if (!out.ok) {
       this.rejected(out.rejection, 'answer');
-      return false;
+      return out;
     }
     await this.sink.publish(toRecord(out.enrollment));
     const { hostId, policy, akName } = out.enrollment;
     this.log.info({ hostId, policy, akName: toHex(akName) }, 'AK enrolled');
 
-    return true;
+    return out;
   }
 
   /** Feeds a record read from ima.enrollments into the registry; malformed ones are logged and skipped. */

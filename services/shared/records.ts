@@ -164,6 +164,25 @@ export interface EnrolChallenge {
 }
 
 /**
+ * The enroller refused an EnrolRequest or EnrolAnswer; tells the waiting agent why. Never on ima.enrollments
+ * (a rejection there would replace a good enrolment). On ima.enrol-challenges, key hostId.
+ */
+export interface EnrolRejection {
+  /** Host the refused request or answer named; also the Kafka key. */
+  hostId: string;
+  /** requestId of the refused EnrolRequest; null for a refused answer. */
+  requestId: string | null;
+  /** challengeId of the refused EnrolAnswer; null for a refused request. */
+  challengeId: string | null;
+  /** Stable rejection code (docs/enrolment.md), e.g. EK_CERT_EXPIRED, WRONG_SECRET. */
+  code: string;
+  /** Human-readable reason. */
+  message: string;
+  /** When the enroller decided, ms since the epoch. */
+  at: number;
+}
+
+/**
  * An agent asks the enroller to enrol its AK under its EK (docs/enrolment.md). Untrusted until the
  * credential is activated. On ima.enrol-requests, key hostId.
  */
@@ -430,6 +449,7 @@ export interface RecordTypes {
   DeadLetter: DeadLetter;
   EnrolAnswer: EnrolAnswer;
   EnrolChallenge: EnrolChallenge;
+  EnrolRejection: EnrolRejection;
   EnrolRequest: EnrolRequest;
   Enrollment: Enrollment;
   LogRecord: LogRecord;

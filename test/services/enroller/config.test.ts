@@ -24,22 +24,22 @@ test('defaults: certificates required, so a trust directory is needed', async ()
 });
 
 test('flags and environment select the policy; bad values are listed', () => {
-  const config = loadConfig(ENROLLER_SETTINGS, ['--ek-without-cert', 'tofu'], {
-    IMASTREAM_EK_WITHOUT_CERT: 'reject',
+  const config = loadConfig(ENROLLER_SETTINGS, ['--ek-policy', 'tofu'], {
+    IMASTREAM_EK_POLICY: 'certificate',
   });
   assert.equal(config.withoutCertificate, 'tofu');
   assert.throws(
-    () => loadConfig(ENROLLER_SETTINGS, ['--ek-without-cert', 'maybe', '--challenge-ttl-ms', '5'], {}),
+    () => loadConfig(ENROLLER_SETTINGS, ['--ek-policy', 'maybe', '--challenge-ttl-ms', '5'], {}),
     (e) => hasCode(e, 'IMS_CONFIG_INVALID') && /maybe/.test(e.message) && /challenge-ttl-ms/.test(e.message),
   );
 });
 
 test('TOFU without a trust directory is allowed; a trust directory is loaded', async (t) => {
-  const tofu = await loadEkPolicy(loadConfig(ENROLLER_SETTINGS, ['--ek-without-cert', 'tofu'], {}));
+  const tofu = await loadEkPolicy(loadConfig(ENROLLER_SETTINGS, ['--ek-policy', 'tofu'], {}));
   assert.equal(tofu.trustStore, null);
   const dir = await tempDir(t);
   await writeFile(join(dir, 'root.der'), (await makeCaPair('v')).root.der);
-  const strict = await loadEkPolicy(loadConfig(ENROLLER_SETTINGS, [], { IMASTREAM_EK_TRUST_DIR: dir }));
+  const strict = await loadEkPolicy(loadConfig(ENROLLER_SETTINGS, [], { IMASTREAM_EK_TRUST_STORE: dir }));
   assert.equal(strict.trustStore?.roots.length, 1);
 });
 
@@ -54,10 +54,6 @@ test('the allow-list file: hashes with comments; anything else is refused', asyn
   await assert.rejects(loadAllowList(join(dir, 'none.txt')), (e) => hasCode(e, 'IMS_IO_READ_FAILED'));
   const emptyList = join(dir, 'empty.txt');
   await writeFile(emptyList, '# nothing yet\n');
-  const config = loadConfig(
-    ENROLLER_SETTINGS,
-    ['--ek-without-cert', 'allow-list', '--ek-allow-list', emptyList],
-    {},
-  );
+  const config = loadConfig(ENROLLER_SETTINGS, ['--ek-policy', 'allow-list', '--allow-list', emptyList], {});
   await assert.rejects(loadEkPolicy(config), (e) => hasCode(e, 'IMS_CONFIG_INVALID'));
 });

@@ -122,6 +122,14 @@ export const SAMPLES: RecordTypes = {
     expiresAt: 14,
   },
   EnrolAnswer: { hostId: 'host-1', challengeId: 'c0ffee', secret: Buffer.alloc(32, 6), at: 15 },
+  EnrolRejection: {
+    hostId: 'host-1',
+    requestId: 'enrol-1',
+    challengeId: null,
+    code: 'EK_CERT_EXPIRED',
+    message: 'expired',
+    at: 16,
+  },
   SealedShard: {
     hostId: 'host-1',
     bootId: 'boot-1:0',
