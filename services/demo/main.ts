@@ -18,6 +18,7 @@ import { Observer } from './observer.ts';
 import { Pipeline } from './pipeline.ts';
 import { type HostRow, printTable, rowOf } from './report.ts';
 import { crashed, type ServiceProcess } from './services.ts';
+import { printShardTable, type ShardRow, shardRow, startArchiver, waitForArchive } from './shards.ts';
 
 const OPTIONS = {
   json: { type: 'boolean', default: false },
@@ -27,6 +28,7 @@ const OPTIONS = {
   timeout: { type: 'string', default: '300' },
   'quote-interval': { type: 'string', default: '2' },
   tamper: { type: 'string', default: 'change' },
+  'export-shards': { type: 'string' },
 } as const;
 
 interface DemoResult {
@@ -37,6 +39,8 @@ interface DemoResult {
   seconds: number;
   recordsPerSecond: number;
   hosts: HostRow[];
+  /** Per host, with --export-shards: shards sealed, archived and re-verified. */
+  shards?: Record<string, ShardRow>;
   problems: string[];
 }
 
@@ -45,6 +49,7 @@ async function main(): Promise<number> {
   if (!['change', 'drop', 'lose', 'reorder', 'insert'].includes(v.tamper) || !(Number(v.hosts) >= 1)) {
     process.stderr.write('usage: demo [--json] [--hosts N] [--log FILE]... [--cap N] [--timeout S]\n');
     process.stderr.write('            [--quote-interval S] [--tamper change|drop|lose|reorder|insert]\n');
+    process.stderr.write('            [--export-shards DIR]\n');
     return 2;
   }
   const brokers = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
@@ -57,6 +62,11 @@ async function main(): Promise<number> {
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
   const pipeline = await Pipeline.start(runId, logDir, brokers, { env, deadlineMs: 60_000 });
+  const exportShards = v['export-shards'];
+  if (exportShards !== undefined) {
+    // The archiver verifies every sealed shard and keeps the good ones in DIR (docs/shards.md).
+    pipeline.services.push(await startArchiver(runId, exportShards, logDir, brokers, env));
+  }
   const services = pipeline.services;
   say(`run ${runId}: ${services.length} pipeline processes, ${specs.length} hosts, logs in ${logDir}`);
   const observer = new Observer(
@@ -83,10 +93,18 @@ async function main(): Promise<number> {
     say('logs written; waiting for verdicts');
     problems.push(...(await waitForOutcome(specs, observer, services, Number(v.timeout) * 1000, say)));
     seconds = (Date.now() - t0) / 1000;
+    if (exportShards !== undefined && fleet !== undefined) {
+      say(`waiting for the shard archive in ${exportShards}`);
+      problems.push(...(await waitForArchive(fleet.hosts, exportShards, Number(v.timeout) * 1000)));
+    }
   } catch (err) {
     problems.push(err instanceof Error ? err.message : String(err));
   }
   const rows = await Promise.all(specs.map((s) => rowOf(s, observer, redis)));
+  const shards: Record<string, ShardRow> = {};
+  if (exportShards !== undefined) {
+    for (const host of fleet?.hosts ?? []) shards[host.hostId] = await shardRow(host, exportShards);
+  }
   await fleet?.stop();
   await pipeline.stop();
   await observer.stop();
@@ -100,10 +118,15 @@ async function main(): Promise<number> {
     seconds,
     recordsPerSecond: seconds > 0 ? Math.round(records / seconds) : 0,
     hosts: rows,
+    ...(exportShards === undefined ? {} : { shards }),
     problems,
   };
   if (v.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-  else printTable(result, (line) => process.stdout.write(`${line}\n`));
+  else {
+    printTable(result, (line) => process.stdout.write(`${line}\n`));
+    if (exportShards !== undefined)
+      printShardTable(exportShards, shards, (line) => process.stdout.write(`${line}\n`));
+  }
   if (result.ok) rmSync(join(logDir, 'hosts'), { recursive: true, force: true });
 
   return result.ok ? 0 : 1;
