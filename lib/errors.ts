@@ -78,6 +78,9 @@ const CATALOGUE = {
   IMS_AGENT_ARCHIVE_CORRUPT: 'the agent record archive is damaged or belongs to another boot',
   IMS_AGENT_LOG_SHRANK: 'the measurement log is shorter than the saved position of the same boot',
   IMS_AGENT_IO: 'the agent cannot read or write a local file',
+  IMS_AGENT_KERNEL_STATE: 'the kernel measurement lists disagree with the agent archive or cut journal',
+  IMS_AGENT_CUT_FAILED: 'the kernel refused a log cut the agent asked for',
+  IMS_AGENT_BROKER_DIVERGED: 'the broker holds a record of this host that differs from the agent archive',
 
   // config and services
   IMS_CONFIG_INVALID: 'configuration is missing or invalid',

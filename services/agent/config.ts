@@ -1,9 +1,12 @@
 import { accessSync, constants, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ImastreamError } from '../../lib/errors.ts';
 import { type HashAlg, isHashAlg } from '../../lib/hash.ts';
 import type { ExtendScheme } from '../../lib/ima/replay.ts';
 import { type PcrSelection, parseSelectionSpec } from '../../lib/tpm/pcr-selection.ts';
+import { SECURITYFS_IMA_DIR } from '../kernel-emulator/securityfs-log.ts';
+import { type KernelSpec, parseKernelSpec } from './kernel-source.ts';
 import { AK_ALGS, type AkAlg } from './tpm.ts';
 
 /** Everything the agent runs with, checked once at start. */
@@ -28,7 +31,21 @@ export interface AgentConfig {
   shardsTopic: string;
   pollMs: number;
   batchSize: number;
+  /** Where the list is read: securityfs, the emulator's socket, or the plain file `logPath`. */
+  kernel: KernelSpec;
+  /** Log cuts: `stage` (A, read _staged, D), `delete` (write N), or none. */
+  cut: CutMode;
+  /** Cut when the kernel holds this many records (0: no record threshold). */
+  cutRecords: number;
+  /** Cut when the current list holds this many bytes (0: no size threshold). */
+  cutBytes: number;
+  /** Virtual shards (kernels that cannot cut): quote every N records (0: off). */
+  shardRecords: number;
+  /** Virtual shards: quote every T ms when records arrived (0: off). */
+  shardMs: number;
 }
+
+export type CutMode = 'stage' | 'delete' | 'none';
 
 export const DEFAULT_LOG = '/sys/kernel/security/ima/binary_runtime_measurements';
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
@@ -50,6 +67,12 @@ const OPTIONS = {
   'shards-topic': { type: 'string', default: 'ima.shards' },
   'poll-ms': { type: 'string', default: '200' },
   batch: { type: 'string', default: '500' },
+  kernel: { type: 'string' },
+  cut: { type: 'string', default: 'none' },
+  'cut-records': { type: 'string', default: '0' },
+  'cut-bytes': { type: 'string', default: '0' },
+  'shard-records': { type: 'string', default: '0' },
+  'shard-seconds': { type: 'string', default: '0' },
   help: { type: 'boolean', default: false },
 } as const;
 
@@ -67,7 +90,14 @@ export const USAGE = `usage: imastream agent --host-id H --state-dir DIR [option
   --measurements-topic T   topic for LogRecord/BootEvent/QuoteTaken (default ima.measurements)
   --shards-topic T         topic for SealedShard (default ima.shards)
   --poll-ms MS             log poll interval (default 200)
-  --batch N                most records per produce call (default 500)`;
+  --batch N                most records per produce call (default 500)
+  --kernel SPEC            securityfs[:DIR] (Linux 7.2 files) or socket:PATH (kernel emulator);
+                           without it the agent follows the plain file --log
+  --cut stage|delete|none  log cuts: stage all (A, read _staged, D) or delete the oldest N (default none)
+  --cut-records N          cut when the kernel holds N records (0: off)
+  --cut-bytes B            cut when the current list holds B bytes (0: off)
+  --shard-records N        virtual shards: a quote and SnapshotEvent VIRTUAL every N records (0: off)
+  --shard-seconds T        virtual shards: the same every T seconds when records arrived (0: off)`;
 
 /** Parses and checks the agent's flags; every problem is reported at once, in one message. */
 export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): AgentConfig | 'help' {
@@ -100,13 +130,39 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     shardsTopic: v['shards-topic'],
     pollMs: checkNumber('poll-ms', v['poll-ms'], 10, 60_000, problems),
     batchSize: checkNumber('batch', v.batch, 1, 10_000, problems),
+    kernel: checkKernel(v.kernel, v.log, problems),
+    cut: checkCut(v.cut, problems),
+    cutRecords: checkNumber('cut-records', v['cut-records'], 0, 1e12, problems),
+    cutBytes: checkNumber('cut-bytes', v['cut-bytes'], 0, 1e15, problems),
+    shardRecords: checkNumber('shard-records', v['shard-records'], 0, 1e12, problems),
+    shardMs: checkNumber('shard-seconds', v['shard-seconds'], 0, 86_400 * 365, problems) * 1000,
   };
+  if (config.cut !== 'none' && config.kernel.kind === 'file')
+    problems.push('--cut needs --kernel: a plain file cannot be cut');
+  if (config.cut !== 'none' && config.cutRecords === 0 && config.cutBytes === 0)
+    problems.push('--cut needs --cut-records or --cut-bytes');
   checkPaths(config, problems);
   if (problems.length > 0) {
     throw new ImastreamError('IMS_CONFIG_INVALID', problems.join('; '), { details: { problems } });
   }
 
   return config;
+}
+
+function checkKernel(text: string | undefined, log: string, problems: string[]): KernelSpec {
+  if (text === undefined) return { kind: 'file', path: log };
+  const spec = parseKernelSpec(text);
+  if (spec === undefined) {
+    problems.push(`--kernel ${text}: expected securityfs, securityfs:DIR or socket:PATH`);
+    return { kind: 'file', path: log };
+  }
+  return spec;
+}
+
+function checkCut(text: string, problems: string[]): CutMode {
+  if (text !== 'stage' && text !== 'delete' && text !== 'none')
+    problems.push('--cut must be stage, delete or none');
+  return text as CutMode;
 }
 
 function checkBank(name: string, problems: string[]): HashAlg {
@@ -149,6 +205,20 @@ function checkSelection(spec: string, problems: string[]): PcrSelection {
   }
 }
 
+/** The file that must be readable at start: the plain log, or the securityfs list of the bank. */
+function kernelFile(config: AgentConfig): string {
+  if (config.kernel.kind === 'file') return config.kernel.path;
+  if (config.kernel.kind === 'securityfs') {
+    const dir = config.kernel.dir ?? SECURITYFS_IMA_DIR;
+    const base =
+      config.digestAlg === 'sha1'
+        ? 'binary_runtime_measurements'
+        : `binary_runtime_measurements_${config.digestAlg}`;
+    return join(dir, base);
+  }
+  return config.kernel.path;
+}
+
 function readBootId(problems: string[]): string {
   try {
     return readFileSync(BOOT_ID_FILE, 'utf8').trim();
@@ -159,10 +229,11 @@ function readBootId(problems: string[]): string {
 }
 
 function checkPaths(config: AgentConfig, problems: string[]): void {
+  const readable = config.kernel.kind === 'socket' ? undefined : kernelFile(config);
   try {
-    accessSync(config.logPath, constants.R_OK);
+    if (readable !== undefined) accessSync(readable, constants.R_OK);
   } catch {
-    problems.push(`cannot read the log ${config.logPath}`);
+    problems.push(`cannot read the log ${readable}`);
   }
   if (config.stateDir === '') return;
   try {

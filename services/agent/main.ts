@@ -1,20 +1,29 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { bytesEqual } from '../../lib/bytes/hex.ts';
 import { ImastreamError } from '../../lib/errors.ts';
 import { parseBinaryLog } from '../../lib/ima/binary.ts';
+import type { ByteOrder, ImaRecord } from '../../lib/ima/record.ts';
 import { parseAttest } from '../../lib/tpm/attest.ts';
 import type { Challenge, LogRecord, ResendRequest } from '../shared/records.ts';
 import { archiveDir, RecordArchive } from './archive.ts';
 import type { AgentConfig } from './config.ts';
-import { type FollowedRecord, LogFollower } from './follower.ts';
+import { crashPoint } from './crash.ts';
+import { type CutHost, LogCutter } from './cut.ts';
+import { type AgentKernelLog, type ListRecord, openKernelLog, readList } from './kernel-source.ts';
 import { type AgentPosition, bootIdOf, bootStart, loadPosition, savePosition } from './position.ts';
 import { AgentKafka, DEFAULT_TOPICS, type Measurement } from './producer.ts';
 import { type PlacedQuote, quoteAndPlace, toPcrValues } from './quoter.ts';
 import { BankTracker, SeqMatcher } from './seq-match.ts';
 import { readAkPublic, ShardSealer } from './shard-sealer.ts';
 import { ensureAk, type TpmTools, takeQuote } from './tpm.ts';
+
+/** Quotes tried at a cut before giving up (the TPM lagging the list), and the pause between. */
+const CUT_QUOTE_TRIES = 20;
+const CUT_QUOTE_PAUSE_MS = 250;
 
 /**
  * The host agent: follows the binary IMA log, stamps each record with (hostId, bootId, seq),
@@ -36,7 +45,18 @@ export class Agent {
   private lock: Promise<unknown> = Promise.resolve();
   private pos!: AgentPosition;
   private archive!: RecordArchive;
-  private follower!: LogFollower;
+  private kernel!: AgentKernelLog;
+  private cutter!: LogCutter;
+  /** Byte order of the list, once its first record was read. */
+  private byteOrder: ByteOrder | undefined;
+  /** Records the broker already holds past the saved position (a crash after the ack): not sent again. */
+  private acked = new Map<number, LogRecord>();
+  /** SnapshotEvents the broker already holds for this chain: seq → quoteId. */
+  private snapshotsSent = new Map<number, string | null>();
+  /** Set while a cut runs, for the cut's crash points. */
+  private cutting = false;
+  /** Where the current virtual shard began (seq) and when. */
+  private shardFrom = { seq: 0, at: Date.now() };
   private matcher!: SeqMatcher;
   private sealer!: ShardSealer;
   private akPublic: Uint8Array | undefined;
@@ -64,14 +84,18 @@ export class Agent {
     await this.kafka.connect();
     await this.enrol();
     const resetCount = await this.probeResetCount();
-    this.resume(resetCount);
+    this.kernel = await openKernelLog(this.config.kernel, this.config.digestAlg);
+    await this.resume(resetCount);
     if (!this.pos.bootAnnounced) await this.announceBoot();
+    this.cutter = new LogCutter(this.cutHost(), this.config.cut);
+    if (this.kernel.canCut) await this.serial(() => this.cutter.recover());
+    this.shardFrom = { seq: this.pos.nextSeq, at: Date.now() };
     await this.sealer.publishPending();
     await this.kafka.listen({
       onChallenge: (c) => void this.serial(() => this.answerChallenge(c)).catch((err) => this.fail(err)),
       onResend: (r) => void this.serial(() => this.resend(r)).catch((err) => this.fail(err)),
     });
-    this.every(this.config.pollMs, () => this.step());
+    this.every(this.config.pollMs, () => this.tick());
     this.every(this.config.quoteIntervalMs, () => this.periodicQuote());
     this.log.info(
       { bootId: this.pos.bootId, nextSeq: this.pos.nextSeq, logOffset: this.pos.logOffset },
@@ -85,10 +109,10 @@ export class Agent {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     try {
-      if (this.failure === undefined && this.follower !== undefined) await this.serial(() => this.step());
+      if (this.failure === undefined && this.kernel !== undefined) await this.serial(() => this.step());
     } finally {
       await this.lock.catch(() => undefined);
-      this.follower?.close();
+      await this.kernel?.close().catch(() => undefined);
       this.archive?.close();
       await this.kafka.close().catch(() => undefined);
       this.log.info({ nextSeq: this.pos?.nextSeq, logOffset: this.pos?.logOffset }, 'agent stopped');
@@ -154,25 +178,34 @@ export class Agent {
     return parseAttest(raw.attest).clockInfo.resetCount;
   }
 
-  /** Resumes the saved position of this boot, or starts the boot afresh. */
-  private resume(resetCount: number): void {
+  /**
+   * Resumes the saved position of this boot, continues the same replay after a kexec (the host
+   * boot id changed, the TPM's resetCount did not), or starts a new boot from zeros. Then learns
+   * from the broker's tail what was acknowledged after the saved position.
+   */
+  private async resume(resetCount: number): Promise<void> {
     const bootId = bootIdOf(this.config.hostBootId, resetCount);
     const saved = loadPosition(this.config.stateDir);
     if (saved !== undefined && saved.bootId === bootId) {
       this.pos = saved;
-      if (statSync(this.config.logPath).size < saved.logOffset && statSync(this.config.logPath).size > 0) {
-        throw new ImastreamError(
-          'IMS_AGENT_LOG_SHRANK',
-          `${this.config.logPath} is shorter than offset ${saved.logOffset}`,
-        );
-      }
+      this.checkFileLength(saved.logOffset);
+    } else if (saved !== undefined && saved.resetCount === resetCount && this.kernel.canCut) {
+      // kexec: the PCRs kept every extend, so the replay goes on under the new boot name.
+      this.log.info({ previous: saved.bootId, bootId }, 'kexec: same TPM boot, new kernel');
+      this.pos = this.kexecPosition(saved);
     } else {
       if (saved !== undefined) this.log.info({ previous: saved.bootId, bootId }, 'new boot');
       this.pos = bootStart(this.config.hostBootId, resetCount);
       savePosition(this.config.stateDir, this.pos);
     }
-    const dir = archiveDir(this.config.stateDir, bootId);
-    this.archive = RecordArchive.open(dir, { bootId, digestAlg: this.config.digestAlg }, this.pos.nextSeq);
+    const archiveBootId = this.pos.archiveBootId;
+    const dir = archiveDir(this.config.stateDir, archiveBootId);
+    this.archive = RecordArchive.open(
+      dir,
+      { bootId: archiveBootId, digestAlg: this.config.digestAlg },
+      this.pos.nextSeq,
+    );
+    if (saved !== undefined && this.pos.resetCount === saved.resetCount) await this.learnBrokerTail();
     this.matcher = this.rebuildMatcher();
     this.sealer = ShardSealer.open({
       stateDir: this.config.stateDir,
@@ -182,9 +215,69 @@ export class Agent {
       archive: this.archive,
       publish: (record) => this.kafka.sealedShard(record),
     });
-    this.follower = new LogFollower(this.config.logPath, this.pos.logOffset, {
-      digestAlg: this.config.digestAlg,
-    });
+  }
+
+  /** A plain file that shrank under the same boot would make the saved offset meaningless. */
+  private checkFileLength(offset: number): void {
+    if (this.config.kernel.kind !== 'file') return;
+    const size = statSync(this.config.kernel.path).size;
+    if (size < offset && size > 0) {
+      throw new ImastreamError(
+        'IMS_AGENT_LOG_SHRANK',
+        `${this.config.kernel.path} is shorter than offset ${offset}`,
+      );
+    }
+  }
+
+  /**
+   * The position after a kexec: new boot name, same seqs and archive. The new kernel's list holds
+   * the carried-over records (staged ones first) from `listBase` on, then its own boot_aggregate;
+   * it is read again from offset 0, and records below `nextSeq` are checked against the archive
+   * instead of being sent twice. A staged cut cannot finish (D is gone with the old kernel): its
+   * journal is dropped and the records are cut again later. A delete-N journal stays: whether N
+   * was applied is decided by comparing the list with the archive (cut.ts).
+   */
+  private kexecPosition(saved: AgentPosition): AgentPosition {
+    const cut = saved.cut?.flavour === 'delete' && saved.cut.phase === 'quoted' ? saved.cut : null;
+    const pos: AgentPosition = {
+      ...saved,
+      bootId: bootIdOf(this.config.hostBootId, saved.resetCount),
+      hostBootId: this.config.hostBootId,
+      bootAnnounced: false,
+      cursor: 'current',
+      logOffset: 0,
+      cursorSeq: saved.listBase,
+      cut,
+      updatedAt: Date.now(),
+    };
+    if (saved.cut?.flavour === 'stage' && saved.cut.phase === 'quoted') {
+      // D may or may not have run before the kexec: both list heads are possible (cut.ts decides).
+      pos.cut = { ...saved.cut, flavour: 'delete', n: 0, cutBytes: 0 };
+    }
+    savePosition(this.config.stateDir, pos);
+
+    return pos;
+  }
+
+  /**
+   * Reads the host's partition tail: records acknowledged after the saved position are archived
+   * again from the kernel but not sent; a BootEvent or SnapshotEvent already there is not sent
+   * again either. Only records of this TPM boot (same resetCount) are considered.
+   */
+  private async learnBrokerTail(): Promise<void> {
+    const suffix = `:${this.pos.resetCount}`;
+    const tail = await this.kafka.tail((bootId) => bootId.endsWith(suffix), this.pos.nextSeq);
+    this.acked = tail.records;
+    this.snapshotsSent = tail.snapshots;
+    if (!this.pos.bootAnnounced && tail.boots.has(this.pos.bootId)) {
+      this.pos = { ...this.pos, bootAnnounced: true, updatedAt: Date.now() };
+      savePosition(this.config.stateDir, this.pos);
+    }
+    if (tail.records.size > 0 || tail.snapshots.size > 0)
+      this.log.info(
+        { nextSeq: this.pos.nextSeq, brokerLastSeq: tail.lastSeq, snapshots: [...tail.snapshots.keys()] },
+        'broker already holds records past the saved position: they are not sent again',
+      );
   }
 
   /** Replays the archived records of this boot, so quotes after a restart are placed too. */
@@ -209,8 +302,9 @@ export class Agent {
       bootId,
       hostBootId,
       resetCount,
-      firstSeq: 0,
-      kind: 'COLD' as const,
+      // After a kexec the replay continues: the new boot's first record is the next seq.
+      firstSeq: this.pos.archiveBootId === bootId ? 0 : this.pos.nextSeq,
+      kind: this.pos.archiveBootId === bootId ? ('COLD' as const) : ('KEXEC' as const),
       at: Date.now(),
     };
     await this.kafka.measurements([{ name: 'BootEvent', value }]);
@@ -219,30 +313,119 @@ export class Agent {
     this.log.info({ bootId, resetCount }, 'boot announced');
   }
 
-  /** Reads what the log has grown by; archives, produces and saves it batch by batch. */
+  /** One poll: a cut when one is due, else read what the list has grown by; then virtual shards. */
+  private async tick(): Promise<void> {
+    if (this.kernel.canCut && this.config.cut !== 'none' && (await this.cutDue())) {
+      this.cutting = true;
+      try {
+        await this.cutter.cut();
+      } finally {
+        this.cutting = false;
+      }
+    } else await this.step();
+    await this.virtualShard();
+  }
+
+  /** Whether the kernel holds enough records (runtime_measurements_count) or bytes to cut. */
+  private async cutDue(): Promise<boolean> {
+    const { cutRecords, cutBytes } = this.config;
+    if (cutRecords > 0 && (await this.kernel.count()) >= cutRecords) return true;
+    return cutBytes > 0 && this.pos.cursor === 'current' && this.pos.logOffset >= cutBytes;
+  }
+
+  /**
+   * Reads the cursor's list from its offset; archives, produces and saves batch by batch. At the
+   * end of a staged list the cursor moves to the new current list (its seqs follow the staged
+   * ones). Records below `nextSeq` (re-read after a kexec) are checked against the archive only.
+   */
   private async step(): Promise<void> {
-    const read = this.follower.poll();
-    for (let i = 0; i < read.length; i += this.config.batchSize) {
-      await this.ship(read.slice(i, i + this.config.batchSize));
+    for (;;) {
+      const { cursor, logOffset } = this.pos;
+      const read = await readList(this.kernel, cursor, logOffset, this.config.digestAlg, this.byteOrder);
+      this.byteOrder ??= read.byteOrder;
+      if (read.records.length === 0) {
+        if (cursor !== 'staged') return;
+        const cut = this.pos.cut === null ? null : { ...this.pos.cut, cutSeq: this.pos.cursorSeq };
+        this.savePos({ cursor: 'current', logOffset: 0, cut });
+        continue;
+      }
+      const fresh = this.skipKnown(read.records);
+      for (let i = 0; i < fresh.length; i += this.config.batchSize) {
+        await this.ship(fresh.slice(i, i + this.config.batchSize));
+      }
     }
   }
 
-  private async ship(batch: FollowedRecord[]): Promise<void> {
+  /** Passes over records already archived (after a kexec), checking they are the archived ones. */
+  private skipKnown(records: ListRecord[]): ListRecord[] {
+    const known = Math.min(records.length, this.pos.nextSeq - this.pos.cursorSeq);
+    if (known <= 0) return records;
+    const archived = this.archive.read(this.pos.cursorSeq, this.pos.cursorSeq + known);
+    records.slice(0, known).forEach((r, i) => {
+      if (archived[i] === undefined || !bytesEqual(archived[i], r.raw)) {
+        throw new ImastreamError(
+          'IMS_AGENT_KERNEL_STATE',
+          `the kernel's record at seq ${this.pos.cursorSeq + i} is not the archived one`,
+          { details: { seq: this.pos.cursorSeq + i } },
+        );
+      }
+    });
+    const last = records[known - 1] as ListRecord;
+    this.savePos({ cursorSeq: this.pos.cursorSeq + known, logOffset: last.end });
+
+    return records.slice(known);
+  }
+
+  private savePos(change: Partial<AgentPosition>): void {
+    this.pos = { ...this.pos, ...change, updatedAt: Date.now() };
+    savePosition(this.config.stateDir, this.pos);
+  }
+
+  private async ship(batch: ListRecord[]): Promise<void> {
     this.archive.append(batch.map((f) => f.raw));
     this.archive.sync();
+    if (this.cutting) crashPoint('cut-archived');
     const first = this.pos.nextSeq;
     const values = batch.map(
       (f, i): Measurement => ({ name: 'LogRecord', value: this.logRecord(f, first + i) }),
     );
     for (const f of batch) this.matcher.add(f.record);
-    await this.kafka.measurements(values);
-    const last = batch.at(-1) as FollowedRecord;
-    this.pos = { ...this.pos, nextSeq: first + batch.length, logOffset: last.end, updatedAt: Date.now() };
-    savePosition(this.config.stateDir, this.pos);
+    await this.kafka.measurements(values.filter((m) => !this.alreadyAcked(m.value as LogRecord)));
+    if (this.cutting) crashPoint('cut-produced');
+    const last = batch.at(-1) as ListRecord;
+    const nextSeq = first + batch.length;
+    this.savePos({ nextSeq, cursorSeq: nextSeq, logOffset: last.end });
     this.log.debug({ from: first, count: batch.length }, 'records sent');
   }
 
-  private logRecord(f: FollowedRecord, seq: number): LogRecord {
+  /**
+   * Whether the broker already holds this record (acknowledged before a crash, position not
+   * saved). The broker's copy must be the same record, else the host's list changed under the
+   * agent: that is fatal, not something to paper over.
+   */
+  private alreadyAcked(rec: LogRecord): boolean {
+    const held = this.acked.get(rec.seq);
+    if (held === undefined) return false;
+    this.acked.delete(rec.seq);
+    const same =
+      held.pcr === rec.pcr &&
+      held.templateName === rec.templateName &&
+      bytesEqual(held.templateData, rec.templateData) &&
+      bytesEqual(held.templateDigest, rec.templateDigest);
+    if (!same) {
+      throw new ImastreamError(
+        'IMS_AGENT_BROKER_DIVERGED',
+        `the broker's seq ${rec.seq} differs from the list's`,
+        {
+          details: { seq: rec.seq },
+        },
+      );
+    }
+
+    return true;
+  }
+
+  private logRecord(f: { record: ImaRecord }, seq: number): LogRecord {
     return {
       hostId: this.config.hostId,
       bootId: this.pos.bootId,
@@ -252,7 +435,7 @@ export class Agent {
       templateData: Buffer.from(f.record.templateData),
       templateDigest: Buffer.from(f.record.templateDigest),
       digestAlg: this.config.digestAlg,
-      byteOrder: this.follower.byteOrder === 'be' ? 'BE' : 'LE',
+      byteOrder: this.byteOrder === 'be' ? 'BE' : 'LE',
       producedAt: Date.now(),
     };
   }
@@ -276,7 +459,7 @@ export class Agent {
   }
 
   /** Quotes, places the quote in the log, then sends QuoteTaken and the Quote. */
-  private async quote(nonce: Uint8Array, nonceEpoch: number | null, quoteId: string): Promise<void> {
+  private async quote(nonce: Uint8Array, nonceEpoch: number | null, quoteId: string): Promise<PlacedQuote> {
     const deps = {
       tpm: this.tpm,
       akHandle: this.config.akHandle,
@@ -317,6 +500,75 @@ export class Agent {
     await this.kafka.quote(quote);
     this.log.info({ quoteId, seq: placed.seq, matched: placed.matched }, 'quote sent');
     await this.sealShard(quoteId, placed, nonce);
+
+    return placed;
+  }
+
+  /**
+   * The quote at a cut: it must cover every record being freed (seq ≥ cutSeq). The TPM may lag
+   * what was read (the kernel appends, then extends), so quotes are retried a bounded number of
+   * times. The SnapshotEvent follows the quote; one the broker already holds is not sent again.
+   */
+  private async quoteAtCut(cutSeq: number, kind: 'STAGING' | 'VIRTUAL'): Promise<string> {
+    const known = this.snapshotsSent.get(cutSeq);
+    if (known !== undefined && known !== null) return known;
+    for (let attempt = 0; attempt < CUT_QUOTE_TRIES; attempt++) {
+      const epoch = this.kafka.currentNonce();
+      // Without a fleet nonce yet, a fresh random one: the quote still closes the shard offline.
+      const nonce = epoch?.nonce ?? randomBytes(20);
+      const quoteId = `cut-${randomUUID()}`;
+      const placed = await this.quote(nonce, epoch?.epoch ?? null, quoteId);
+      if (placed.seq >= cutSeq) {
+        await this.sendSnapshot(kind, cutSeq, quoteId);
+        return quoteId;
+      }
+      await sleep(CUT_QUOTE_PAUSE_MS);
+    }
+    throw new ImastreamError('IMS_AGENT_CUT_FAILED', `no quote covers the cut at seq ${cutSeq}`, {
+      canRetry: true,
+      details: { cutSeq },
+    });
+  }
+
+  private async sendSnapshot(kind: 'STAGING' | 'VIRTUAL', seq: number, quoteId: string): Promise<void> {
+    const { hostId } = this.config;
+    const value = { hostId, bootId: this.pos.bootId, seq, kind, quoteId, at: Date.now() };
+    await this.kafka.measurements([{ name: 'SnapshotEvent', value }]);
+    this.snapshotsSent.set(seq, quoteId);
+    this.log.info({ kind, seq, quoteId }, 'cut quoted');
+  }
+
+  /**
+   * Virtual shards, for kernels that cannot cut: every `--shard-records` records or
+   * `--shard-seconds` (when records arrived), a quote closes the shard at the seq it covers.
+   */
+  private async virtualShard(): Promise<void> {
+    const { shardRecords, shardMs, cut } = this.config;
+    if (cut !== 'none' || (shardRecords === 0 && shardMs === 0)) return;
+    const pending = this.pos.nextSeq - this.shardFrom.seq;
+    if (pending <= 0) return;
+    const due =
+      (shardRecords > 0 && pending >= shardRecords) ||
+      (shardMs > 0 && Date.now() - this.shardFrom.at >= shardMs);
+    if (!due) return;
+    const epoch = this.kafka.currentNonce();
+    const quoteId = `shard-${randomUUID()}`;
+    const placed = await this.quote(epoch?.nonce ?? randomBytes(20), epoch?.epoch ?? null, quoteId);
+    if (placed.seq > this.shardFrom.seq) await this.sendSnapshot('VIRTUAL', placed.seq, quoteId);
+    this.shardFrom = { seq: Math.max(placed.seq, this.shardFrom.seq), at: Date.now() };
+  }
+
+  /** The cut protocol's view of the agent (cut.ts). */
+  private cutHost(): CutHost {
+    return {
+      kernel: this.kernel,
+      digestAlg: this.config.digestAlg,
+      position: () => this.pos,
+      update: (change) => this.savePos(change),
+      readAll: () => this.step(),
+      quoteAtCut: (cutSeq) => this.quoteAtCut(cutSeq, 'STAGING'),
+      archived: (from, to) => this.archive.read(from, to),
+    };
   }
 
   /** Seals the records this quote newly covers into a shard file and sends it (shard-sealer.ts). */
@@ -341,7 +593,7 @@ export class Agent {
     const values = records.map(
       (record, i): Measurement => ({
         name: 'LogRecord',
-        value: this.logRecord({ record, raw: raws[i] as Uint8Array, end: 0 }, r.fromSeq + i),
+        value: this.logRecord({ record }, r.fromSeq + i),
       }),
     );
     for (let i = 0; i < values.length; i += this.config.batchSize) {

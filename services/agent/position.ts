@@ -4,21 +4,60 @@ import { ImastreamError } from '../../lib/errors.ts';
 
 /**
  * Where the agent is in one boot's log. Saved only after every record before `nextSeq` has been
- * archived (fsync'd) and acknowledged by the broker, so a restarted agent resumes at `logOffset`
- * with `nextSeq` and re-sends at most the records that were read but not yet acknowledged.
+ * archived (fsync'd) and acknowledged by the broker. A restarted agent resumes at `logOffset`
+ * and learns from the broker's tail which records after `nextSeq` were acknowledged anyway, so it
+ * sends none twice.
  */
 export interface AgentPosition {
   /** `<hostBootId>:<resetCount>`. */
   bootId: string;
   hostBootId: string;
   resetCount: number;
-  /** Byte offset in the binary log of the first record not yet saved (always a record boundary). */
+  /** Byte offset in the `cursor` list of the record at `cursorSeq` (always a record boundary). */
   logOffset: number;
   /** Absolute seq of the record at `logOffset`. */
   nextSeq: number;
   /** Whether this boot's BootEvent has been acknowledged. */
   bootAnnounced: boolean;
   updatedAt: number;
+  /**
+   * The boot whose archive holds this replay chain: the cold boot's id (a kexec renames the boot
+   * but continues its seqs, its archive and its replay).
+   */
+  archiveBootId: string;
+  /** Absolute seq of the first record the kernel still holds (staged list first, then current). */
+  listBase: number;
+  /** The list `logOffset` is in: `staged` while a staged list is being read during a cut. */
+  cursor: ListCursor;
+  /**
+   * Absolute seq of the record at `logOffset`. Equal to `nextSeq`, except after a kexec: the new
+   * kernel's list is read again from its start and records below `nextSeq` are only checked
+   * against the archive, not sent.
+   */
+  cursorSeq: number;
+  /** The cut in flight, if any (see {@link CutJournal}). */
+  cut: CutJournal | null;
+}
+
+export type ListCursor = 'current' | 'staged';
+
+/**
+ * The cut journal: what a restarted agent needs to finish or abandon a cut (docs/agent.md).
+ * - `intent` (stage flavour): saved just before `A` is written; a staged list found at restart
+ *   with this phase is ours, and its records are the old current list at the saved offset.
+ * - `staged`: `A` was written; the cursor walks the staged list, then the new current list.
+ * - `quoted`: every record up to `cutSeq` is archived, acknowledged and covered by a quote
+ *   (`quoteId`); only the kernel delete (`D`, or `N`) is left.
+ */
+export interface CutJournal {
+  flavour: 'stage' | 'delete';
+  phase: 'intent' | 'staged' | 'quoted';
+  /** Absolute seq of the first record after the cut (phase `quoted`). */
+  cutSeq: number;
+  /** Delete flavour: N, the records freed, and their bytes at the head of the current list. */
+  n: number;
+  cutBytes: number;
+  quoteId: string | null;
 }
 
 export const POSITION_FILE = 'position.json';
@@ -57,8 +96,40 @@ export function parsePosition(text: string, file = POSITION_FILE): AgentPosition
   if (p.bootId !== bootIdOf(p.hostBootId as string, p.resetCount as number)) {
     throw corrupt(file, 'bootId does not match hostBootId and resetCount');
   }
+  // Positions written before log cuts existed lack the cut fields: the whole boot is one list.
+  const pos = {
+    archiveBootId: p.bootId,
+    listBase: 0,
+    cursor: 'current',
+    cursorSeq: p.nextSeq,
+    cut: null,
+    ...p,
+  } as Record<string, unknown>;
+  if (typeof pos.archiveBootId !== 'string' || pos.archiveBootId === '')
+    throw corrupt(file, 'bad archiveBootId');
+  for (const key of ['listBase', 'cursorSeq']) {
+    if (!Number.isSafeInteger(pos[key]) || (pos[key] as number) < 0) throw corrupt(file, `bad ${key}`);
+  }
+  if (pos.cursor !== 'current' && pos.cursor !== 'staged') throw corrupt(file, 'bad cursor');
+  const ordered =
+    (pos.listBase as number) <= (pos.cursorSeq as number) &&
+    (pos.cursorSeq as number) <= (p.nextSeq as number);
+  if (!ordered) throw corrupt(file, 'listBase <= cursorSeq <= nextSeq does not hold');
+  if (pos.cut !== null) checkJournal(pos.cut, file);
 
-  return p as unknown as AgentPosition;
+  return pos as unknown as AgentPosition;
+}
+
+function checkJournal(cut: unknown, file: string): void {
+  if (typeof cut !== 'object' || cut === null) throw corrupt(file, 'bad cut');
+  const c = cut as Record<string, unknown>;
+  if (c.flavour !== 'stage' && c.flavour !== 'delete') throw corrupt(file, 'bad cut.flavour');
+  if (c.phase !== 'intent' && c.phase !== 'staged' && c.phase !== 'quoted')
+    throw corrupt(file, 'bad cut.phase');
+  for (const key of ['cutSeq', 'n', 'cutBytes']) {
+    if (!Number.isSafeInteger(c[key]) || (c[key] as number) < 0) throw corrupt(file, `bad cut.${key}`);
+  }
+  if (c.quoteId !== null && typeof c.quoteId !== 'string') throw corrupt(file, 'bad cut.quoteId');
 }
 
 /**
@@ -108,6 +179,11 @@ export function bootStart(hostBootId: string, resetCount: number, now = Date.now
     nextSeq: 0,
     bootAnnounced: false,
     updatedAt: now,
+    archiveBootId: bootIdOf(hostBootId, resetCount),
+    listBase: 0,
+    cursor: 'current',
+    cursorSeq: 0,
+    cut: null,
   };
 }
 

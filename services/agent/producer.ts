@@ -14,12 +14,15 @@ import type {
   RecordTypes,
   ResendRequest,
   SealedShard,
+  SnapshotEvent,
 } from '../shared/records.ts';
+import { type BrokerTail, readBrokerTail } from './broker-tail.ts';
 
 export type Measurement =
   | { name: 'LogRecord'; value: LogRecord }
   | { name: 'BootEvent'; value: BootEvent }
-  | { name: 'QuoteTaken'; value: QuoteTaken };
+  | { name: 'QuoteTaken'; value: QuoteTaken }
+  | { name: 'SnapshotEvent'; value: SnapshotEvent };
 
 export interface AgentTopics {
   measurements: string;
@@ -82,6 +85,11 @@ export class AgentKafka {
     if (values.length === 0) return;
     const messages = values.map((m) => ({ key: this.hostId, value: encode(m.name, m.value as never) }));
     await this.producer.send({ topic: this.topics.measurements, acks: -1, messages });
+  }
+
+  /** What the broker holds from this host past `sinceSeq` (broker-tail.ts). */
+  tail(sameChain: (bootId: string) => boolean, sinceSeq: number): Promise<BrokerTail> {
+    return readBrokerTail(this.kafka, this.topics.measurements, this.hostId, sameChain, sinceSeq);
   }
 
   async quote(quote: Quote): Promise<void> {

@@ -15,6 +15,7 @@ export type Request = { id: number } & (
   | { op: 'open'; which: ListKind; mode: OpenMode }
   | { op: 'close'; fd: number }
   | { op: 'measure'; pcr: number; templateName: string; templateData: string; violation?: boolean }
+  | { op: 'measureMany'; records: WireMeasurement[] }
   | { op: 'suspendForKexec' }
   | { op: 'completeKexec'; pcr: number; templateName: string; templateData: string }
   | { op: 'state' }
@@ -23,6 +24,17 @@ export type Request = { id: number } & (
 export type Response =
   | { id: number; ok: true; result?: unknown }
   | { id: number; ok: false; code: string; message: string };
+
+/** One measurement on the wire (template data as base64). */
+export interface WireMeasurement {
+  pcr: number;
+  templateName: string;
+  templateData: string;
+  violation?: boolean;
+}
+
+/** Most measurements one `measureMany` request may carry. */
+export const MAX_BATCH = 1000;
 
 /** What `state` answers: the counters a test or the demo wants to see. */
 export interface KernelStateView {

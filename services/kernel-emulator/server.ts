@@ -5,7 +5,14 @@ import { isHashAlg } from '../../lib/hash.ts';
 import { EmulatorKernelLog } from './emulator-log.ts';
 import { errnoOf, KernelFileError } from './errors.ts';
 import type { EmulatedKernel, Measurement } from './kernel.ts';
-import { type KernelStateView, MAX_LINE, type Request, type Response } from './protocol.ts';
+import {
+  type KernelStateView,
+  MAX_BATCH,
+  MAX_LINE,
+  type Request,
+  type Response,
+  type WireMeasurement,
+} from './protocol.ts';
 
 export interface EmulatorServerOptions {
   /** Unix socket path the agent connects to. */
@@ -14,6 +21,11 @@ export interface EmulatorServerOptions {
   mirrorDir?: string;
   /** Called for every measurement (e.g. to extend a swtpm PCR the way the kernel extends the TPM). */
   onMeasure?: (m: Measurement) => Promise<void>;
+  /**
+   * Called once for a batch (`measureMany`), after the records are in the list, like the kernel
+   * which appends a record before extending it; falls back to onMeasure per record.
+   */
+  onMeasureMany?: (ms: readonly Measurement[]) => Promise<void>;
 }
 
 /**
@@ -117,6 +129,7 @@ export class EmulatorServer {
     else if (req.op === 'deleteStaged') await log.deleteStaged();
     else if (req.op === 'deleteOldest') await log.deleteOldest(req.n);
     else if (req.op === 'suspendForKexec') this.kernel.suspendForKexec();
+    else if (req.op === 'measureMany') await this.measureMany(req.records);
     else if (req.op === 'measure' || req.op === 'completeKexec') {
       const m = measurementOf(req);
       if (req.op === 'measure') this.kernel.measure(m);
@@ -126,6 +139,16 @@ export class EmulatorServer {
     await this.mirror();
 
     return undefined;
+  }
+
+  /** A batch of measurements: checked whole before any is logged, then extended in one call. */
+  private async measureMany(records: unknown): Promise<void> {
+    if (!Array.isArray(records) || records.length > MAX_BATCH)
+      throw new KernelFileError('EINVAL', `measureMany needs at most ${MAX_BATCH} records`);
+    const ms = records.map((r) => measurementOf(r as WireMeasurement));
+    for (const m of ms) this.kernel.measure(m);
+    if (this.opts.onMeasureMany !== undefined) await this.opts.onMeasureMany(ms);
+    else for (const m of ms) await this.opts.onMeasure?.(m);
   }
 
   private state(): KernelStateView {

@@ -78,6 +78,28 @@ export class SocketKernelLog implements KernelLog {
     await this.call({ op: 'measure', ...m, templateData: Buffer.from(m.templateData).toString('base64') });
   }
 
+  /** Control: the emulated kernel measures a batch (appended, then extended in one go). */
+  async measureMany(
+    ms: readonly { pcr: number; templateName: string; templateData: Uint8Array; violation?: boolean }[],
+  ) {
+    const records = ms.map((m) => ({ ...m, templateData: Buffer.from(m.templateData).toString('base64') }));
+    await this.call({ op: 'measureMany', records });
+  }
+
+  /** Control: kexec execute (measurements suspended; stage and delete refused). */
+  async suspendForKexec(): Promise<void> {
+    await this.call({ op: 'suspendForKexec' });
+  }
+
+  /** Control: the new kernel is up; carried-over lists plus its own boot_aggregate. */
+  async completeKexec(bootAggregate: { pcr: number; templateName: string; templateData: Uint8Array }) {
+    await this.call({
+      op: 'completeKexec',
+      ...bootAggregate,
+      templateData: Buffer.from(bootAggregate.templateData).toString('base64'),
+    });
+  }
+
   async state(): Promise<KernelStateView> {
     return (await this.call({ op: 'state' })) as KernelStateView;
   }
