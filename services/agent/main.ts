@@ -94,6 +94,7 @@ export class Agent {
     await this.kafka.listen({
       onChallenge: (c) => void this.serial(() => this.answerChallenge(c)).catch((err) => this.fail(err)),
       onResend: (r) => void this.serial(() => this.resend(r)).catch((err) => this.fail(err)),
+      onCut: (r) => void this.serial(() => this.cutOnRequest(r.requestId)).catch((err) => this.fail(err)),
     });
     this.every(this.config.pollMs, () => this.tick());
     this.every(this.config.quoteIntervalMs, () => this.periodicQuote());
@@ -326,6 +327,22 @@ export class Agent {
     await this.virtualShard();
   }
 
+  /** A CutRequest: a cut of the configured flavour now, or a virtual shard when the kernel cannot cut. */
+  private async cutOnRequest(requestId: string): Promise<void> {
+    this.log.info({ requestId }, 'cut requested');
+    if (!this.kernel.canCut || this.config.cut === 'none') {
+      await this.step();
+      await this.virtualShard(true);
+      return;
+    }
+    this.cutting = true;
+    try {
+      await this.cutter.cut();
+    } finally {
+      this.cutting = false;
+    }
+  }
+
   /** Whether the kernel holds enough records (runtime_measurements_count) or bytes to cut. */
   private async cutDue(): Promise<boolean> {
     const { cutRecords, cutBytes } = this.config;
@@ -542,12 +559,13 @@ export class Agent {
    * Virtual shards, for kernels that cannot cut: every `--shard-records` records or
    * `--shard-seconds` (when records arrived), a quote closes the shard at the seq it covers.
    */
-  private async virtualShard(): Promise<void> {
+  private async virtualShard(now = false): Promise<void> {
     const { shardRecords, shardMs, cut } = this.config;
-    if (cut !== 'none' || (shardRecords === 0 && shardMs === 0)) return;
+    if (!now && (cut !== 'none' || (shardRecords === 0 && shardMs === 0))) return;
     const pending = this.pos.nextSeq - this.shardFrom.seq;
     if (pending <= 0) return;
     const due =
+      now ||
       (shardRecords > 0 && pending >= shardRecords) ||
       (shardMs > 0 && Date.now() - this.shardFrom.at >= shardMs);
     if (!due) return;

@@ -6,6 +6,7 @@ import { decode, encode } from '../shared/codec.ts';
 import type {
   BootEvent,
   Challenge,
+  CutRequest,
   Enrollment,
   LogRecord,
   NonceEpoch,
@@ -47,6 +48,8 @@ export const DEFAULT_TOPICS: AgentTopics = {
 export interface AgentInbox {
   onChallenge(challenge: Challenge): void;
   onResend(request: ResendRequest): void;
+  /** A CutRequest naming this host. */
+  onCut?(request: CutRequest): void;
 }
 
 /**
@@ -173,6 +176,7 @@ export class AgentKafka {
     if (decoded === undefined) return;
     if (decoded.schema === 'Challenge' && decoded.value.hostId === this.hostId)
       inbox.onChallenge(decoded.value);
+    if (decoded.schema === 'CutRequest' && decoded.value.hostId === this.hostId) inbox.onCut?.(decoded.value);
     const name = decoded.schema as string;
     if (name === 'ResendRequest') {
       const request = decoded.value as ResendRequest;

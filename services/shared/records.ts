@@ -105,6 +105,19 @@ export interface Checkpoint {
 }
 
 /**
+ * Asks one host's agent to cut its log now (Linux 7.2 staging, or a virtual shard on a kernel that cannot
+ * cut): read, archive, send, quote at the cut, then delete. On ima.challenges.
+ */
+export interface CutRequest {
+  /** Host asked to cut; also the Kafka key. */
+  hostId: string;
+  /** Id of the request, for the agent's log. */
+  requestId: string;
+  /** When the request was issued, ms since the epoch. */
+  at: number;
+}
+
+/**
  * A message a consumer could not use (undecodable, oversized, out of bounds), kept with the reason. Keyed by
  * the original key.
  */
@@ -446,6 +459,7 @@ export interface RecordTypes {
   BootEvent: BootEvent;
   Challenge: Challenge;
   Checkpoint: Checkpoint;
+  CutRequest: CutRequest;
   DeadLetter: DeadLetter;
   EnrolAnswer: EnrolAnswer;
   EnrolChallenge: EnrolChallenge;

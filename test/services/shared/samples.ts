@@ -95,6 +95,7 @@ export const SAMPLES: RecordTypes = {
   },
   NonceEpoch: { epoch: 17, nonce: Buffer.alloc(32, 9), issuedAt: 9, validUntil: 39 },
   Challenge: { hostId: 'host-1', requestId: 'r-1', nonce: Buffer.alloc(32, 6), at: 10 },
+  CutRequest: { hostId: 'host-1', requestId: 'cut-1', at: 13 },
   ResendRequest: {
     hostId: 'host-1',
     bootId: 'b0a1:3',
