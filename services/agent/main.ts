@@ -26,13 +26,15 @@ const CUT_QUOTE_TRIES = 20;
 const CUT_QUOTE_PAUSE_MS = 250;
 
 /**
- * The host agent: follows the binary IMA log, stamps each record with (hostId, bootId, seq),
- * archives it durably, produces it, and quotes the TPM on a timer and on request.
+ * The host agent: reads the kernel's binary IMA list through a KernelLog (securityfs, the 7.2
+ * emulator, or a plain file), stamps each record with (hostId, bootId, seq), archives it durably,
+ * produces it, quotes the TPM on a timer and on request, and cuts the kernel's list (cut.ts).
  *
- * Delivery guarantee: at-least-once, in order, with exactly-once effect downstream. A record is
- * archived (fsync'd) and acknowledged by the broker before the position past it is saved; a crash
- * in between re-sends that tail with the same seqs, which the replayer applies once because it is
- * idempotent by (hostId, bootId, seq). Nothing read is ever lost or renumbered.
+ * Delivery guarantee: every record once, in order. A record is archived (fsync'd) and
+ * acknowledged by the broker before the position past it is saved; after a crash in between,
+ * the broker's tail of the host's partition says which records it already holds, and those are
+ * archived again but not produced (broker-tail.ts). The replayer is idempotent by
+ * (hostId, bootId, seq) anyway. Nothing read is ever lost or renumbered.
  *
  * Every step that touches the log, the archive, the position or the TPM runs under one lock, so
  * a QuoteTaken is produced only after every LogRecord before its seq has been acknowledged.
