@@ -33,6 +33,9 @@ const run = randomUUID().slice(0, 8);
 const base = mkdtempSync(join(tmpdir(), 'ims-shard-it-'));
 const source = corpusLog('rust-keylime/ascii_runtime_measurements', 'sha1');
 const hostId = `shard-it-${run}`;
+/** Records kept back for the restart test. */
+const TAIL = 40;
+const MAIN = source.records.length - TAIL;
 const topics = {
   shards: unique('shards'),
   tampered: unique('shards-tampered'),
@@ -134,7 +137,7 @@ test('the agent seals a shard per quote that covers new records; the chain verif
   await host.writer.writeNext(150);
   await challenge();
   await challenge(); // nothing new: no shard
-  await host.writer.writeNext(source.records.length);
+  await host.writer.writeNext(MAIN - 270);
   await challenge();
   await waitFor('three shards sealed', () => sealedLines().length >= 3, 30_000);
   assert.equal(sealedLines().length, 3, 'a quote that covers no new record seals nothing');
@@ -143,7 +146,7 @@ test('the agent seals a shard per quote that covers new records; the chain verif
     [
       [0, 120],
       [120, 270],
-      [270, source.records.length],
+      [270, MAIN],
     ],
   );
 
@@ -156,10 +159,10 @@ test('the agent seals a shard per quote that covers new records; the chain verif
   assert.equal(good.json.ok, true);
   // The records inside are the log's own bytes.
   const records = files.flatMap((f) => decodeShard(new Uint8Array(readFileSync(f))).records);
-  assert.equal(records.length, source.records.length);
+  assert.equal(records.length, MAIN);
   assert.deepEqual(
     parseBinaryLog(Buffer.concat(records)).records.map((r) => Buffer.from(r.templateData).toString('hex')),
-    source.records.map((r) => Buffer.from(r.templateData).toString('hex')),
+    source.records.slice(0, MAIN).map((r) => Buffer.from(r.templateData).toString('hex')),
   );
 });
 
@@ -273,4 +276,36 @@ test('a record changed inside a sealed shard is caught by verify-shard and by th
     60_000,
   );
   assert.equal(archiver.stats.stored, 1);
+});
+
+test('a killed agent resumes its chain: the next shard links to the last one, the archive stays whole', async () => {
+  const archiver = archivers[0]!;
+  await host.stopAgent('SIGKILL');
+  await host.writer.writeNext(TAIL);
+  await host.startAgent();
+  await challenge();
+  await waitFor('the shard after the restart', () => sealedLines().length >= 1, 30_000);
+  assert.deepEqual(
+    sealedLines().map((l) => [l.startSeq, l.endSeq]),
+    [[MAIN, source.records.length]],
+  );
+  const files = agentShardFiles();
+  assert.equal(files.length, 4);
+  const akFile = join(base, 'ak.pub');
+  assert.equal(verifyShard([...files, '--ak', akFile]).status, 0, 'the whole chain, across the restart');
+
+  // The restarted agent resent its newest file (it could not know it had been acknowledged).
+  await waitFor('the fourth shard archived', () => archiver.stats.stored >= 4, 60_000);
+  await waitFor('the resent shard seen as a duplicate', () => archiver.stats.duplicates >= 2, 60_000);
+  assert.equal(archiver.stats.rejected, 0);
+  const bootId = decodeShard(new Uint8Array(readFileSync(files[0]!))).bootId;
+  assert.deepEqual(
+    archiver.store.list(hostId, bootId).map((f) => [f.startSeq, f.endSeq]),
+    [
+      [0, 120],
+      [120, 270],
+      [270, MAIN],
+      [MAIN, source.records.length],
+    ],
+  );
 });
