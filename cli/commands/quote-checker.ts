@@ -30,6 +30,13 @@ const SETTINGS = {
     parse: parsers.int(1_000, DAY_MS),
     doc: 'a quote or checkpoint left unjoined this long raises SHARD_DEADLINE',
   },
+  akOverlapMs: {
+    flag: 'ak-overlap-ms',
+    env: 'IMASTREAM_AK_OVERLAP_MS',
+    default: '600000',
+    parse: parsers.int(0, DAY_MS),
+    doc: "after a host re-enrols, how long its replaced AK's quotes are still accepted",
+  },
   sweepIntervalMs: {
     flag: 'sweep-interval-ms',
     default: '10000',
@@ -54,6 +61,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     refsGroupId: config.refsGroupId,
     deadlineMs: config.deadlineMs,
     sweepIntervalMs: config.sweepIntervalMs,
+    akOverlapMs: config.akOverlapMs,
   });
   await untilStopped(logger, [checker.stop]);
 

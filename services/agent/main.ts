@@ -10,6 +10,7 @@ import type { ByteOrder, ImaRecord } from '../../lib/ima/record.ts';
 import { parseAttest } from '../../lib/tpm/attest.ts';
 import type { Challenge, LogRecord, ResendRequest } from '../shared/records.ts';
 import { archiveDir, RecordArchive } from './archive.ts';
+import { enrolAk } from './enrol.ts';
 import type { AgentConfig } from './config.ts';
 import { crashPoint } from './crash.ts';
 import { type CutHost, LogCutter } from './cut.ts';
@@ -19,7 +20,7 @@ import { AgentKafka, DEFAULT_TOPICS, type Measurement } from './producer.ts';
 import { type PlacedQuote, quoteAndPlace, toPcrValues } from './quoter.ts';
 import { BankTracker, SeqMatcher } from './seq-match.ts';
 import { readAkPublic, ShardSealer } from './shard-sealer.ts';
-import { ensureAk, type TpmTools, takeQuote } from './tpm.ts';
+import { type TpmTools, takeQuote } from './tpm.ts';
 
 /** Quotes tried at a cut before giving up (the TPM lagging the list), and the pause between. */
 const CUT_QUOTE_TRIES = 20;
@@ -151,21 +152,19 @@ export class Agent {
     void this.stop();
   }
 
-  /** Publishes the AK (created under the EK on first start) for trust-on-first-use enrolment. */
+  /** Creates the AK under the EK on first start and enrols it through the enroller (./enrol.ts). */
   private async enrol(): Promise<void> {
-    const ak = await ensureAk(this.tpm, this.config.akHandle, this.config.akAlg);
-    this.akName = ak.akName;
-    if (ak.created) this.log.info({ akHandle: this.config.akHandle, akAlg: this.config.akAlg }, 'AK created');
-    await this.kafka.enrollment({
+    // The enroller alone writes ima.enrollments; the agent proves its AK through the protocol.
+    const enrolled = await enrolAk({
+      brokers: this.config.brokers,
       hostId: this.config.hostId,
-      akPublic: Buffer.from(ak.akPublic),
-      akName: Buffer.from(ak.akName),
-      ekPublic: Buffer.from(ak.ekPublic),
-      ekCertificate: null,
-      policy: 'tofu',
-      status: 'unverified-tofu',
-      at: Date.now(),
+      tpm: this.tpm,
+      akHandle: this.config.akHandle,
+      akAlg: this.config.akAlg,
+      stateDir: this.config.stateDir,
+      log: this.log,
     });
+    this.akName = enrolled.akName;
   }
 
   /** The TPM's resetCount, from a quote's clockInfo (real values: the AK is under the EK). */

@@ -1,6 +1,7 @@
 import { Kafka, logLevel } from 'kafkajs';
 import { SimHost } from './host.ts';
 import type { LogSource } from './logs.ts';
+import type { Manufacturer } from './manufacturer.ts';
 import { type Tamper, TamperRelay } from './relay.ts';
 import type { WriterOptions } from './writer.ts';
 
@@ -19,6 +20,8 @@ export interface FleetOptions {
   quoteIntervalS: number;
   writer: WriterOptions;
   agentEnv?: NodeJS.ProcessEnv;
+  /** Gives every host's TPM a certified EK (the pipeline's, so its enroller trusts them). */
+  manufacturer?: Manufacturer;
 }
 
 /** Simulated hosts, their relays, and the order to start and stop them in. */
@@ -54,6 +57,7 @@ export class Fleet {
           env: opts.agentEnv,
         },
         opts.baseDir,
+        opts.manufacturer,
       );
       fleet.hosts.push(host);
       if (spec.tamper !== undefined) {

@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { ImastreamError } from '../../lib/errors.ts';
 import type { LogSource } from './logs.ts';
+import type { Manufacturer } from './manufacturer.ts';
 import { Swtpm } from './swtpm.ts';
 import { LogWriter, type WriterOptions } from './writer.ts';
 
@@ -48,10 +49,10 @@ export class SimHost {
     this.writer = new LogWriter(tpm, join(dir, 'binary_runtime_measurements'), spec.source);
   }
 
-  static async start(spec: HostSpec, baseDir: string): Promise<SimHost> {
+  static async start(spec: HostSpec, baseDir: string, manufacturer?: Manufacturer): Promise<SimHost> {
     const dir = join(baseDir, spec.hostId);
     mkdirSync(dir, { recursive: true });
-    const tpm = await Swtpm.start(join(dir, 'tpm'));
+    const tpm = await Swtpm.start(join(dir, 'tpm'), manufacturer);
 
     return new SimHost(spec, dir, tpm);
   }

@@ -61,7 +61,12 @@ async function main(): Promise<number> {
 
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
-  const pipeline = await Pipeline.start(runId, logDir, brokers, { env, deadlineMs: 60_000 });
+  // Every host's TPM gets a certified EK, and the enroller requires one (docs/enrolment.md).
+  const pipeline = await Pipeline.start(runId, logDir, brokers, {
+    env,
+    deadlineMs: 60_000,
+    ekPolicy: 'certificate',
+  });
   const exportShards = v['export-shards'];
   if (exportShards !== undefined) {
     // The archiver verifies every sealed shard and keeps the good ones in DIR (docs/shards.md).
@@ -85,6 +90,7 @@ async function main(): Promise<number> {
       quoteIntervalS: Number(v['quote-interval']),
       writer: { batch: 100, pauseMs: 50 },
       agentEnv: env,
+      manufacturer: pipeline.manufacturer,
     });
     await fleet.startAgents();
     say('agents ready; playing the logs');

@@ -1,5 +1,8 @@
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { TOPIC } from '../shared/topics.ts';
+import { Manufacturer } from './manufacturer.ts';
 import {
   crashed,
   type PipelineOptions,
@@ -14,9 +17,12 @@ import {
 /** The fleet-side processes of one demo or test run, started and stopped together. */
 export class Pipeline {
   readonly services: ServiceProcess[];
+  /** The CA whose EK certificates this pipeline's enroller trusts; give it to the fleet. */
+  readonly manufacturer: Manufacturer;
 
-  private constructor(services: ServiceProcess[]) {
+  private constructor(services: ServiceProcess[], manufacturer: Manufacturer) {
     this.services = services;
+    this.manufacturer = manufacturer;
   }
 
   /**
@@ -33,13 +39,16 @@ export class Pipeline {
     mkdirSync(logDir, { recursive: true });
     const groups = pipelineGroups(runId);
     await startGroupsAtEnd(brokers, [groups.replayer, groups.checker]);
+    // Other runs' enrolment requests are not this enroller's to answer.
+    await startGroupsAtEnd(brokers, [groups.enroller], [TOPIC.enrolRequests]);
+    const manufacturer = await Manufacturer.create(join(logDir, 'manufacturer'));
     const withBrokers = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), ...opts.env };
-    const services = pipelineServices(runId, opts).map((s) =>
+    const services = pipelineServices(runId, { trustStore: manufacturer.trustDir, ...opts }).map((s) =>
       startService(s.name, s.args, logDir, withBrokers),
     );
     await sleep(opts.settleMs ?? 3000);
 
-    return new Pipeline(services);
+    return new Pipeline(services, manufacturer);
   }
 
   /** Processes that exited on their own. */

@@ -18,6 +18,7 @@ export function pipelineGroups(runId: string) {
     replayer: `imastream-replayer-${runId}`,
     checker: `imastream-qc-${runId}`,
     checkerRefs: `imastream-qc-refs-${runId}`,
+    enroller: `imastream-enroller-${runId}`,
   };
 }
 
@@ -26,6 +27,10 @@ export interface PipelineOptions {
   nonceInterval?: string;
   /** The quote-checker's --deadline-ms: an unjoined quote or checkpoint older than this alerts. */
   deadlineMs?: number;
+  /** The enroller's manufacturer roots (--trust-store); none: no EK certificate is trusted. */
+  trustStore?: string;
+  /** The enroller's --ek-policy for EKs without a certificate (default tofu). */
+  ekPolicy?: 'certificate' | 'tofu';
 }
 
 /** The fleet side of the demo: the nonce service, two replayers (one group) and a quote-checker. */
@@ -37,11 +42,14 @@ export function pipelineServices(
   const replayer = ['replayer', '--group-id', groups.replayer];
   const checker = ['quote-checker', '--group-id', groups.checker, '--refs-group-id', groups.checkerRefs];
   if (opts.deadlineMs !== undefined) checker.push('--deadline-ms', String(opts.deadlineMs));
+  const enroller = ['enroller', '--group-id', groups.enroller, '--ek-policy', opts.ekPolicy ?? 'tofu'];
+  if (opts.trustStore !== undefined) enroller.push('--trust-store', opts.trustStore);
   return [
     { name: 'nonces', args: ['nonces', '--interval', opts.nonceInterval ?? '10s'] },
     { name: 'replayer-1', args: replayer },
     { name: 'replayer-2', args: replayer },
     { name: 'quote-checker', args: checker },
+    { name: 'enroller', args: enroller },
   ];
 }
 
@@ -53,11 +61,15 @@ const STREAM_TOPICS = ['ima.measurements', 'ima.quotes', 'ima.checkpoints'];
  * would otherwise start from the earliest offset and work through every earlier run's traffic
  * first (the shared adapter's default), with quotes whose nonces have long expired.
  */
-export async function startGroupsAtEnd(brokers: string[], groupIds: readonly string[]): Promise<void> {
+export async function startGroupsAtEnd(
+  brokers: string[],
+  groupIds: readonly string[],
+  topics: readonly string[] = STREAM_TOPICS,
+): Promise<void> {
   const admin = new Kafka({ clientId: 'imastream-demo-admin', brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
-    for (const topic of STREAM_TOPICS) {
+    for (const topic of topics) {
       const ends = await admin.fetchTopicOffsets(topic);
       const partitions = ends.map((p) => ({ partition: p.partition, offset: p.high }));
       for (const groupId of groupIds) await admin.setOffsets({ groupId, topic, partitions });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { ImastreamError } from '../../lib/errors.ts';
+import type { Manufacturer } from './manufacturer.ts';
 
 const run = promisify(execFile);
 
@@ -29,8 +30,10 @@ export class Swtpm {
     return `swtpm:host=127.0.0.1,port=${this.port}`;
   }
 
-  static async start(dir: string): Promise<Swtpm> {
+  /** With a manufacturer, the TPM gets EKs and EK certificates first (./manufacturer.ts). */
+  static async start(dir: string, manufacturer?: Manufacturer): Promise<Swtpm> {
     mkdirSync(dir, { recursive: true });
+    await manufacturer?.manufacture(dir);
     const port = await freePortPair();
     const tpm = new Swtpm(dir, port);
     await tpm.launch();

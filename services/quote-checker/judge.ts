@@ -22,12 +22,57 @@ export interface EnrolledAk {
   akPublic: Uint8Array;
   akName: Uint8Array;
   status: string;
-  /** Policy the AK was enrolled under (ek-certificate, tofu, allow-list); null when not recorded. */
+  /** Policy the AK was enrolled under (ek-cert, ek-allow-list, tofu); null when not recorded. */
   policy?: string | null;
+  /**
+   * The AK this enrolment replaced, still accepted until `until` (ms since the epoch): an overlap
+   * window, so quotes in flight when a host re-enrols are not UNKNOWN_AK.
+   */
+  previous?: ReplacedAk | null;
 }
 
-/** Enrolment states under which an AK's quotes are not accepted. */
-const REFUSED_STATUS = new Set(['revoked', 'rejected', 'failed']);
+export interface ReplacedAk {
+  akPublic: Uint8Array;
+  akName: Uint8Array;
+  policy: string | null;
+  until: number;
+}
+
+/**
+ * The policies the enroller writes (docs/enrolment.md). Only an `active` enrolment under one of
+ * them vouches for an AK: the agent's old self-published `unverified-tofu` records, or anything
+ * else on ima.enrollments, do not.
+ */
+const ENROLLER_POLICIES: ReadonlySet<string> = new Set(['ek-cert', 'ek-allow-list', 'tofu']);
+
+/**
+ * The enrolled AK that may have signed a quote claiming `akName`, or why none may: the host's
+ * active AK, or the one it replaced while the overlap lasts. Which key is trusted comes from
+ * ima.enrollments alone; the quote only says which one it claims.
+ */
+export function enrolledSigner(
+  enrollment: EnrolledAk | null,
+  akName: Uint8Array,
+  now: number,
+): { ok: true; ak: EnrolledAk } | { ok: false; reason: string } {
+  if (enrollment === null) return { ok: false, reason: 'no AK enrolled for the host' };
+  if (enrollment.status !== 'active') {
+    return { ok: false, reason: `AK not enrolled to the host (enrolment is ${enrollment.status})` };
+  }
+  if (!ENROLLER_POLICIES.has(enrollment.policy ?? '')) {
+    return { ok: false, reason: `AK not enrolled to the host (unknown policy ${enrollment.policy})` };
+  }
+  if (bytesEqual(enrollment.akName, akName)) return { ok: true, ak: enrollment };
+  const previous = enrollment.previous;
+  if (previous !== undefined && previous !== null && bytesEqual(previous.akName, akName)) {
+    if (now <= previous.until) {
+      return { ok: true, ak: { ...previous, status: 'active', previous: null } };
+    }
+    return { ok: false, reason: `AK was replaced; its overlap ended at ${previous.until}` };
+  }
+
+  return { ok: false, reason: 'AK not enrolled to the host' };
+}
 
 /** The last verified quote of a host, for the counter rules. `clock` is a decimal string (u64). */
 export interface LastQuote {
@@ -89,15 +134,12 @@ const MALFORMED_FAILURES = new Set(['QUOTE_BAD_MAGIC', 'QUOTE_NOT_A_QUOTE']);
  */
 export async function judgeQuote(quote: Quote, ctx: QuoteContext): Promise<Judgement> {
   const found = new Findings(quote, ctx.now);
-  const ak = ctx.enrollment;
-  if (ak === null || REFUSED_STATUS.has(ak.status) || !bytesEqual(ak.akName, quote.akName)) {
-    found.add(
-      'UNKNOWN_AK',
-      ak === null ? 'no AK enrolled for the host' : `AK not enrolled to the host (${ak.status})`,
-    );
+  const signer = enrolledSigner(ctx.enrollment, quote.akName, ctx.now);
+  if (!signer.ok) {
+    found.add('UNKNOWN_AK', signer.reason);
     return found.judgement();
   }
-  const checked = await verify(quote, ak, found);
+  const checked = await verify(quote, signer.ak, found);
   if (checked === undefined) return found.judgement();
   const { attest, hashAlg } = checked;
 

@@ -20,6 +20,8 @@ export interface QuoteCheckerOptions {
   /** How often overdue joins are looked for (default 10 s). */
   sweepIntervalMs?: number;
   concurrency?: number;
+  /** How long a replaced AK is still accepted after its host re-enrols (default 10 min). */
+  akOverlapMs?: number;
 }
 
 export interface QuoteCheckerHandle {
@@ -47,7 +49,7 @@ export async function startQuoteChecker(options: QuoteCheckerOptions): Promise<Q
   const refs = await kafka.runGroup({
     groupId: options.refsGroupId ?? QUOTE_CHECKER_REFS_GROUP,
     topics: [TOPIC.enrollments, TOPIC.nonces, TOPIC.challenges],
-    handleMessage: refsHandler(store, logger),
+    handleMessage: refsHandler(store, logger, { akOverlapMs: options.akOverlapMs }),
     partitionsConsumedConcurrently: 3,
   });
   const group = await kafka.runGroup({

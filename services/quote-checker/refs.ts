@@ -11,15 +11,30 @@ import type { QuoteStore } from './store.ts';
  * own consumer group, so any number of quote-checker instances share one copy. Resend requests on
  * ima.challenges are for agents and are skipped.
  */
-export function refsHandler(store: QuoteStore, logger: Logger): (m: InMessage) => Promise<void> {
+export interface RefsOptions {
+  /** How long a host's replaced AK is still accepted after a new enrolment (ms); default 10 min. */
+  akOverlapMs?: number;
+}
+
+export const DEFAULT_AK_OVERLAP_MS = 10 * 60_000;
+
+export function refsHandler(
+  store: QuoteStore,
+  logger: Logger,
+  options: RefsOptions = {},
+): (m: InMessage) => Promise<void> {
+  const overlapMs = options.akOverlapMs ?? DEFAULT_AK_OVERLAP_MS;
   return async (m) => {
     if (m.value === null) throw new ImastreamError('IMS_WIRE_BAD_FRAME', 'message has no value');
     const decoded = decode(m.value);
     switch (decoded.schema) {
       case 'Enrollment':
         checkKeyPart('hostId', decoded.value.hostId);
-        await store.saveEnrollment(decoded.value);
-        logger.info({ hostId: decoded.value.hostId, status: decoded.value.status }, 'enrolment stored');
+        await store.saveEnrollment(decoded.value, overlapMs);
+        logger.info(
+          { hostId: decoded.value.hostId, status: decoded.value.status, policy: decoded.value.policy },
+          'enrolment stored',
+        );
         return;
       case 'NonceEpoch':
         await store.saveNonceEpoch(decoded.value);

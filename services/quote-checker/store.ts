@@ -131,6 +131,16 @@ redis.call('SET', KEYS[4], ARGV[5])
 return 1
 `);
 
+/** h:{host}:enrollment as JSON (hex bytes). */
+interface StoredEnrollment {
+  akPublic: string;
+  akName: string;
+  status: string;
+  policy?: unknown;
+  at?: number;
+  previous?: { akPublic: string; akName: string; policy?: unknown; until: number } | null;
+}
+
 /** The quote-checker's view of Redis. */
 export class QuoteStore {
   constructor(private readonly redis: RedisClient) {}
@@ -138,21 +148,54 @@ export class QuoteStore {
   async enrollment(hostId: string): Promise<EnrolledAk | null> {
     const raw = await this.redis.get(hostKeys.enrollment(hostId));
     if (raw === null) return null;
-    const e = JSON.parse(raw) as { akPublic: string; akName: string; status: string; policy?: unknown };
+    const e = JSON.parse(raw) as StoredEnrollment;
     const policy = typeof e.policy === 'string' ? e.policy : null;
+    const p = e.previous;
+    const previous =
+      p === undefined || p === null
+        ? null
+        : {
+            akPublic: fromHex(p.akPublic),
+            akName: fromHex(p.akName),
+            policy: typeof p.policy === 'string' ? p.policy : null,
+            until: p.until,
+          };
 
-    return { akPublic: fromHex(e.akPublic), akName: fromHex(e.akName), status: e.status, policy };
+    return { akPublic: fromHex(e.akPublic), akName: fromHex(e.akName), status: e.status, policy, previous };
   }
 
-  async saveEnrollment(e: Enrollment): Promise<void> {
-    const json = {
+  /**
+   * Stores the host's enrolment. When an active enrolment replaces another active AK, the old AK
+   * is kept as `previous` until `e.at + overlapMs` (judge.ts accepts it until then); a revocation
+   * keeps nothing. A redelivered record (same AK) keeps the overlap it had.
+   */
+  async saveEnrollment(e: Enrollment, overlapMs = 0): Promise<void> {
+    const key = hostKeys.enrollment(e.hostId);
+    const raw = await this.redis.get(key);
+    const held = raw === null ? null : (JSON.parse(raw) as StoredEnrollment);
+    if (held !== null && typeof held.at === 'number' && held.at > e.at) return; // older than what we hold
+    const akName = toHex(e.akName);
+    let previous: StoredEnrollment['previous'] = null;
+    if (held !== null && e.status === 'active') {
+      if (held.akName === akName) previous = held.previous ?? null;
+      else if (held.status === 'active' && overlapMs > 0) {
+        previous = {
+          akPublic: held.akPublic,
+          akName: held.akName,
+          policy: held.policy,
+          until: e.at + overlapMs,
+        };
+      }
+    }
+    const json: StoredEnrollment = {
       akPublic: toHex(e.akPublic),
-      akName: toHex(e.akName),
+      akName,
       status: e.status,
       policy: e.policy,
       at: e.at,
+      previous,
     };
-    await this.redis.set(hostKeys.enrollment(e.hostId), JSON.stringify(json));
+    await this.redis.set(key, JSON.stringify(json));
   }
 
   async saveNonceEpoch(n: NonceEpoch): Promise<void> {

@@ -106,7 +106,7 @@ export class Swtpm {
     const pubPath = this.file(`ek-${alg}-${handle}.pub`);
     await this.run('tpm2_createek', ['-c', handle, '-G', alg, '-u', pubPath]);
 
-    return { handle, alg, pubPath, public: new Uint8Array(await readFile(pubPath)) };
+    return { handle, alg, pubPath, public: new Uint8Array(await readFile(pubPath)), tools: this.tools };
   }
 
   /**
@@ -247,6 +247,8 @@ export interface EkHandle {
   pubPath: string;
   /** TPM2B_PUBLIC of the EK. */
   public: Uint8Array;
+  /** The TPM holding it, for credential activation (enrolment). */
+  tools: TpmTools;
 }
 
 export interface AkOptions {

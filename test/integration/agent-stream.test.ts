@@ -16,9 +16,13 @@ import { verifyQuote } from '../../lib/tpm/quote.ts';
 import { BankTracker, SeqMatcher } from '../../services/agent/seq-match.ts';
 import { SimHost } from '../../services/demo/host.ts';
 import { corpusLog } from '../../services/demo/logs.ts';
+import { startGroupsAtEnd } from '../../services/demo/services.ts';
 import { Tap } from '../../services/demo/tap.ts';
+import { type EnrollerHandle, startEnroller } from '../../services/enroller/main.ts';
 import { encode } from '../../services/shared/codec.ts';
 import type { BootEvent, Enrollment, LogRecord, Quote, QuoteTaken } from '../../services/shared/records.ts';
+import { TOPIC } from '../../services/shared/topics.ts';
+import { quietLogger } from '../services/replayer/pipeline.ts';
 
 const BROKERS = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
 const TOPICS = ['ima.measurements', 'ima.quotes', 'ima.enrollments'];
@@ -27,6 +31,7 @@ const base = mkdtempSync(join(tmpdir(), 'ims-agent-it-'));
 const source = corpusLog('rust-keylime/ascii_runtime_measurements', 'sha1');
 const hosts: SimHost[] = [];
 let tap: Tap;
+let enroller: EnrollerHandle;
 
 async function newHost(name: string): Promise<SimHost> {
   const host = await SimHost.start(
@@ -47,11 +52,21 @@ before(async () => {
     ['a', 'b', 'c'].map((n) => `agent-it-${run}-${n}`),
   );
   await tap.start(TOPICS);
+  // The agents enrol through the protocol on first start; these TPMs have no EK certificate.
+  await startGroupsAtEnd(BROKERS, [`agent-it-enroller-${run}`], [TOPIC.enrolRequests]);
+  enroller = await startEnroller({
+    brokers: BROKERS,
+    logger: quietLogger('enroller'),
+    ekPolicy: { trustStore: null, withoutCertificate: 'tofu', allowList: new Set() },
+    groupId: `agent-it-enroller-${run}`,
+  });
+  await enroller.joined;
 });
 
 after(async () => {
   await Promise.allSettled(hosts.map((h) => h.stop()));
   await tap.stop();
+  await enroller?.stop();
   rmSync(base, { recursive: true, force: true });
 });
 
@@ -94,8 +109,8 @@ test('every record goes out once, in order, raw, after the boot event and the en
   );
   assert.ok(boot < first, 'BootEvent precedes the first record');
   const enrol = tap.values<Enrollment>('Enrollment', host.hostId);
-  assert.equal(enrol[0]?.policy, 'tofu');
-  assert.equal(enrol[0]?.status, 'unverified-tofu');
+  assert.equal(enrol[0]?.policy, 'tofu', 'enrolled by the enroller under trust on first use');
+  assert.equal(enrol[0]?.status, 'active');
 });
 
 test('a challenge is answered by a quote placed at the seq it covers, after its records', async () => {

@@ -20,7 +20,12 @@ const NONCE = Buffer.from('db1db298db6d60e6385b7231743e9c3056a18003', 'hex');
 const attest = file('quote.out');
 const clock = parseAttest(attest).clockInfo;
 
-const AK: EnrolledAk = { akPublic: file('ak.pub'), akName: file('ak.name'), status: 'unverified-tofu' };
+const AK: EnrolledAk = {
+  akPublic: file('ak.pub'),
+  akName: file('ak.name'),
+  status: 'active',
+  policy: 'ek-cert',
+};
 
 function shippedPcrs(): PcrValue[] {
   const values = parseSerializedPcrs(file('quotepcr.out'));
@@ -98,6 +103,27 @@ describe('judgeQuote', () => {
     assert.deepEqual(await alertKinds(quote(), ctx({ enrollment: { ...AK, status: 'revoked' } })), [
       'UNKNOWN_AK',
     ]);
+  });
+
+  it("trusts only the enroller's active enrolments, not an agent's self-published TOFU record", async () => {
+    const selfPublished = { ...AK, status: 'unverified-tofu', policy: 'tofu' };
+    assert.deepEqual(await alertKinds(quote(), ctx({ enrollment: selfPublished })), ['UNKNOWN_AK']);
+    const unknownPolicy = { ...AK, policy: 'whatever' };
+    assert.deepEqual(await alertKinds(quote(), ctx({ enrollment: unknownPolicy })), ['UNKNOWN_AK']);
+    for (const policy of ['ek-cert', 'ek-allow-list', 'tofu']) {
+      assert.deepEqual(await alertKinds(quote(), ctx({ enrollment: { ...AK, policy } })), []);
+    }
+  });
+
+  it("accepts a replaced AK's quote until the overlap ends, then UNKNOWN_AK", async () => {
+    const replaced = {
+      ...AK,
+      akName: Buffer.alloc(34, 7),
+      akPublic: Buffer.alloc(10),
+      previous: { akPublic: AK.akPublic, akName: AK.akName, policy: 'tofu', until: 100 },
+    };
+    assert.deepEqual(await alertKinds(quote(), ctx({ enrollment: replaced, now: 100 })), []);
+    assert.deepEqual(await alertKinds(quote(), ctx({ enrollment: replaced, now: 101 })), ['UNKNOWN_AK']);
   });
 
   it('rejects a nonce the fleet did not issue recently', async () => {

@@ -6,13 +6,17 @@
 import { randomUUID } from 'node:crypto';
 
 import { Redis } from 'ioredis';
+import { Enroller } from '../../../lib/enrol/enroller.ts';
+import { EnrolmentRegistry } from '../../../lib/enrol/registry.ts';
+import { activateCredential } from '../../../services/agent/tpm.ts';
+import { kafkaEnrolmentSink } from '../../../services/enroller/kafka.ts';
+import { EnrolmentService } from '../../../services/enroller/service.ts';
 import { PENDING_JOINS_KEY } from '../../../services/quote-checker/store.ts';
 import { hostKeyPattern } from '../../../services/replayer/keys.ts';
 import { decode, encode } from '../../../services/shared/codec.ts';
 import { createKafka, type ImsProducer } from '../../../services/shared/kafka.ts';
 import { createLogger, type Logger } from '../../../services/shared/logger.ts';
 import type { RecordName, RecordTypes } from '../../../services/shared/records.ts';
-import { TOPIC } from '../../../services/shared/topics.ts';
 import type { AkHandle, EkHandle } from '../../helpers/swtpm.ts';
 
 export const BROKERS = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
@@ -120,8 +124,11 @@ export async function cleanHosts(redis: Redis, hosts: readonly string[]): Promis
 }
 
 /**
- * Publishes the trust-on-first-use enrolment the agent publishes today: `ak` (under `ek`) as the
- * AK of every host in `hosts`.
+ * Enrols `ak` (under `ek`) as the AK of every host in `hosts` through the enrolment protocol:
+ * the enroller's state machine and publishing path (services/enroller/service.ts) with a
+ * trust-on-first-use policy (the harness EK has no certificate), and a real
+ * TPM2_ActivateCredential on the swtpm holding both keys. The Enrollment records on
+ * ima.enrollments are exactly what the enroller service writes: status active, policy tofu.
  */
 export async function enrolOnFirstUse(
   producer: ImsProducer,
@@ -129,19 +136,25 @@ export async function enrolOnFirstUse(
   ek: EkHandle,
   ak: AkHandle,
 ): Promise<void> {
-  await produce(
-    producer,
-    TOPIC.enrollments,
-    'Enrollment',
-    hosts.map((hostId) => ({
-      hostId,
-      akPublic: Buffer.from(ak.public),
-      akName: Buffer.from(ak.name),
-      ekPublic: Buffer.from(ek.public),
-      ekCertificate: null,
-      policy: 'tofu',
-      status: 'unverified-tofu',
-      at: Date.now(),
-    })),
+  const registry = new EnrolmentRegistry();
+  const tofu = { trustStore: null, withoutCertificate: 'tofu' as const, allowList: new Set<string>() };
+  const service = new EnrolmentService(
+    new Enroller({ ekPolicy: tofu }, registry),
+    registry,
+    kafkaEnrolmentSink(producer),
+    quietLogger('enroller'),
   );
+  for (const hostId of hosts) {
+    const challenge = await service.request({
+      hostId,
+      ekPublic: ek.public,
+      ekCertificate: null,
+      akPublic: ak.public,
+    });
+    if (challenge === null) throw new Error(`enrolment of ${hostId} refused`);
+    const secret = await activateCredential(ek.tools, ek.handle, ak.context, challenge.credential);
+    if (!(await service.answer({ hostId, challengeId: challenge.challengeId, secret }))) {
+      throw new Error(`enrolment answer of ${hostId} refused`);
+    }
+  }
 }
