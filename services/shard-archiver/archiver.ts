@@ -11,8 +11,13 @@ import type { Logger } from '../shared/logger.ts';
 import type { Enrollment, SealedShard } from '../shared/records.ts';
 import type { ShardStore } from './store.ts';
 
-/** Enrolment states that do not vouch for an AK (the quote-checker refuses the same ones). */
-const REFUSED_STATUS = new Set(['revoked', 'rejected', 'failed']);
+/**
+ * The policies the enroller writes (docs/enrolment.md). As for the quote-checker, only an `active`
+ * enrolment under one of them vouches for an AK; anything else on ima.enrollments does not.
+ */
+const ENROLLER_POLICIES: ReadonlySet<string> = new Set(['ek-cert', 'ek-allow-list', 'tofu']);
+/** How long a replaced AK still signs acceptable shards (the quote-checker's default overlap). */
+export const DEFAULT_AK_OVERLAP_MS = 10 * 60_000;
 /** How long a shard waits for its host's enrolment before it is refused as UNKNOWN_AK. */
 export const DEFAULT_ENROLMENT_GRACE_MS = 60_000;
 
@@ -39,7 +44,15 @@ export interface ArchiverOptions {
   alertsTopic: string;
   logger: Logger;
   enrolmentGraceMs?: number;
+  /** How long an AK replaced by a re-enrolment is still accepted. */
+  akOverlapMs?: number;
   now?: () => number;
+}
+
+/** A host's enrolment as the archiver holds it: the latest record and the AK it replaced. */
+interface HeldEnrolment {
+  enrollment: Enrollment;
+  previous?: { akPublic: Uint8Array; until: number };
 }
 
 /**
@@ -57,7 +70,7 @@ export interface ArchiverOptions {
 export class ShardArchiver {
   readonly stats: ArchiverStats = { stored: 0, duplicates: 0, rejected: 0, gaps: 0 };
   private readonly opts: ArchiverOptions;
-  private readonly enrolled = new Map<string, Enrollment>();
+  private readonly enrolled = new Map<string, HeldEnrolment>();
   /** When a shard of a host without enrolment was first seen (for the grace period). */
   private readonly waitingSince = new Map<string, number>();
 
@@ -73,8 +86,21 @@ export class ShardArchiver {
   readonly handleEnrollment = async (m: InMessage): Promise<void> => {
     const decoded = decode(m.value);
     if (decoded.schema !== 'Enrollment') return;
-    this.enrolled.set(decoded.value.hostId, decoded.value);
-    this.opts.logger.debug({ hostId: decoded.value.hostId, status: decoded.value.status }, 'enrolment seen');
+    const e = decoded.value;
+    const held = this.enrolled.get(e.hostId);
+    if (held !== undefined && held.enrollment.at > e.at) return; // older than what we hold
+    let previous = held?.previous;
+    if (held !== undefined && !bytesEqual(held.enrollment.akPublic, e.akPublic)) {
+      // A re-enrolment: the replaced active AK stays acceptable for the overlap, as for quotes.
+      previous = isTrusted(held.enrollment)
+        ? {
+            akPublic: new Uint8Array(held.enrollment.akPublic),
+            until: e.at + (this.opts.akOverlapMs ?? DEFAULT_AK_OVERLAP_MS),
+          }
+        : undefined;
+    }
+    this.enrolled.set(e.hostId, { enrollment: e, ...(previous === undefined ? {} : { previous }) });
+    this.opts.logger.debug({ hostId: e.hostId, status: e.status, policy: e.policy }, 'enrolment seen');
   };
 
   /** Handler for ima.shards. Throws IMS_SHARD_REJECTED (dead-letter) for a refused shard. */
@@ -111,8 +137,8 @@ export class ShardArchiver {
       return;
     }
     const file = new Uint8Array(record.shard.buffer, record.shard.byteOffset, record.shard.byteLength);
-    const ak = this.enrolledAk(record.hostId);
-    if (ak === undefined) {
+    const aks = this.enrolledAks(record.hostId);
+    if (aks.length === 0) {
       return this.refuse(record, 'UNKNOWN_AK', [
         { code: 'SHARD_NO_ENROLMENT', message: `no usable enrolment for host ${record.hostId}` },
       ]);
@@ -141,11 +167,11 @@ export class ShardArchiver {
 
     const previous = record.startSeq === 0 ? undefined : stored.find((s) => s.endSeq === record.startSeq);
     const chain = previous === undefined ? [file] : [this.opts.store.read(previous.path), file];
-    const verdict = await verifyShardChain(chain, { trustedAk: ak });
-    const result = verdict.shards.at(-1) as ShardResult;
+    let result = await verifyLast(chain, aks[0] as Uint8Array);
+    // Signed by the AK a re-enrolment replaced, inside the overlap window: that one is trusted.
+    if (untrusted(result) && aks[1] !== undefined) result = await verifyLast(chain, aks[1]);
     if (!result.ok) {
-      const untrusted = result.failures.some((f) => f.code === 'SHARD_UNTRUSTED_AK');
-      return this.refuse(record, untrusted ? 'UNKNOWN_AK' : 'SHARD_INVALID', result.failures, result);
+      return this.refuse(record, untrusted(result) ? 'UNKNOWN_AK' : 'SHARD_INVALID', result.failures, result);
     }
     const path = this.opts.store.put(record.hostId, record.bootId, record.startSeq, record.endSeq, file);
     this.stats.stored++;
@@ -161,14 +187,19 @@ export class ShardArchiver {
     logger.info({ ...where, path, bytes: file.byteLength, scheme: result.scheme }, 'shard archived');
   }
 
-  /** The AK the host is enrolled with, unless its enrolment is refused or absent. */
-  private enrolledAk(hostId: string): Uint8Array | undefined {
-    const e = this.enrolled.get(hostId);
-    if (e !== undefined && !REFUSED_STATUS.has(e.status)) {
+  /**
+   * The AKs that may have signed the host's shards: the active one, then the one it replaced
+   * while the overlap lasts. Empty when the host's enrolment is not active (or never came).
+   */
+  private enrolledAks(hostId: string): Uint8Array[] {
+    const held = this.enrolled.get(hostId);
+    if (held !== undefined && isTrusted(held.enrollment)) {
       this.waitingSince.delete(hostId);
-      return new Uint8Array(e.akPublic);
+      const aks: Uint8Array[] = [new Uint8Array(held.enrollment.akPublic)];
+      if (held.previous !== undefined && this.now() <= held.previous.until) aks.push(held.previous.akPublic);
+      return aks;
     }
-    if (e !== undefined) return undefined;
+    if (held !== undefined) return [];
     // The enrolment may simply not have been read yet (another topic): retry for a while.
     const since = this.waitingSince.get(hostId) ?? this.now();
     this.waitingSince.set(hostId, since);
@@ -179,7 +210,7 @@ export class ShardArchiver {
       });
     }
 
-    return undefined;
+    return [];
   }
 
   /** Raises the alert, then throws IMS_SHARD_REJECTED so the record is dead-lettered. */
@@ -223,6 +254,21 @@ export class ShardArchiver {
       { key: record.hostId, value: encode('Alert', alert) },
     ]);
   }
+}
+
+/** An enrolment that vouches for its AK: written by the enroller, active. */
+function isTrusted(e: Enrollment): boolean {
+  return e.status === 'active' && ENROLLER_POLICIES.has(e.policy);
+}
+
+function untrusted(result: ShardResult): boolean {
+  return result.failures.some((f) => f.code === 'SHARD_UNTRUSTED_AK');
+}
+
+/** Verifies a chain (previous archived shard, then this one) and returns this one's result. */
+async function verifyLast(chain: Uint8Array[], trustedAk: Uint8Array): Promise<ShardResult> {
+  const verdict = await verifyShardChain(chain, { trustedAk });
+  return verdict.shards.at(-1) as ShardResult;
 }
 
 /** `<bootId>:<start>-<end>`, as verify-shard names shards. */

@@ -21,11 +21,14 @@ import { encodeShard, storedShardDigest } from '../../lib/shard/format.ts';
 import { listShardFiles, shardDir } from '../../services/agent/shard-sealer.ts';
 import { CLI, SimHost } from '../../services/demo/host.ts';
 import { corpusLog } from '../../services/demo/logs.ts';
+import { startGroupsAtEnd } from '../../services/demo/services.ts';
 import { Tap } from '../../services/demo/tap.ts';
+import { type EnrollerHandle, startEnroller } from '../../services/enroller/main.ts';
 import { type ShardArchiverHandle, startShardArchiver } from '../../services/shard-archiver/main.ts';
 import { encode } from '../../services/shared/codec.ts';
 import type { Alert, DeadLetter, Enrollment, SealedShard } from '../../services/shared/records.ts';
-import { watchTopic } from '../services/replayer/pipeline.ts';
+import { TOPIC } from '../../services/shared/topics.ts';
+import { quietLogger, watchTopic } from '../services/replayer/pipeline.ts';
 import { createTopics, memoryLogger, testKafka, unique, waitFor } from './kafka-helpers.ts';
 
 const BROKERS = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
@@ -48,12 +51,24 @@ const archivers: ShardArchiverHandle[] = [];
 let host: SimHost;
 let tap: Tap;
 let deadLetters: Awaited<ReturnType<typeof watchTopic>>;
+let enroller: EnrollerHandle;
 
 before(async () => {
   await createTopics(kafkaAdmin, Object.values(topics));
   tap = new Tap(BROKERS, [hostId, `${hostId}-unknown`]);
   await tap.start(['ima.enrollments', topics.alerts]);
   deadLetters = await watchTopic(topics.deadLetter, [hostId]);
+  // The agent enrols through the enroller on first start (swtpm without EK certificate: tofu);
+  // the archiver trusts the AK of the enroller's active enrolment only.
+  const enrollerGroup = `shard-it-enroller-${run}`;
+  await startGroupsAtEnd(BROKERS, [enrollerGroup], [TOPIC.enrolRequests]);
+  enroller = await startEnroller({
+    brokers: BROKERS,
+    logger: quietLogger('enroller'),
+    ekPolicy: { trustStore: null, withoutCertificate: 'tofu', allowList: new Set() },
+    groupId: enrollerGroup,
+  });
+  await enroller.joined;
   host = await SimHost.start(
     { hostId, source, brokers: BROKERS.join(','), quoteIntervalS: 3600, shardsTopic: topics.shards },
     base,
@@ -65,6 +80,7 @@ after(async () => {
   await host?.stop();
   await tap?.stop();
   await deadLetters?.stop();
+  await enroller?.stop();
   rmSync(base, { recursive: true, force: true });
 });
 
@@ -126,7 +142,8 @@ function record(file: Uint8Array, hostIdOverride = hostId): SealedShard {
 
 function enrolledAk(): Buffer {
   const e = tap.values<Enrollment>('Enrollment', hostId).at(-1);
-  assert.ok(e, 'the agent published its enrolment');
+  assert.ok(e, 'the enroller published the enrolment');
+  assert.equal(e.status, 'active');
   return e.akPublic;
 }
 
