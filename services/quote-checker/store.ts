@@ -44,7 +44,8 @@ export type JoinResult =
  * later cut of the host was seen before (only then does the next shard open).
  */
 export type CutResult =
-  | { state: 'done' | 'busy'; stored: string }
+  | { state: 'busy'; stored: string }
+  | { state: 'done'; stored: string; verdict: Buffer | null; quote: ParkedQuote | null }
   | { state: 'cut'; stored: string; newest: boolean }
   | { state: 'join'; stored: string; newest: boolean; quote: ParkedQuote };
 
@@ -75,7 +76,9 @@ return {'join', redis.call('HGET', KEYS[1], 'quote'), ckpt}
  */
 const CUT_CHECKPOINT = new LuaScript(`
 local stored = redis.call('GET', KEYS[2]) or ''
-if redis.call('HGET', KEYS[1], 'done') then return {'done', stored} end
+if redis.call('HGET', KEYS[1], 'done') then
+  return {'done', stored, redis.call('HGET', KEYS[1], 'verdict') or '', redis.call('HGET', KEYS[1], 'quote') or ''}
+end
 local holder = redis.call('HGET', KEYS[1], 'lease')
 local untilMs = tonumber(redis.call('HGET', KEYS[1], 'leaseUntil') or '0')
 if holder and holder ~= ARGV[3] and untilMs > tonumber(ARGV[1]) then return {'busy', stored} end
@@ -111,13 +114,19 @@ redis.call('HSET', KEYS[1], 'lease', ARGV[3], 'leaseUntil', ARGV[2])
 return {'join', q}
 `);
 
+const RELABEL = new LuaScript(`
+if redis.call('HGET', KEYS[1], 'done') then redis.call('HSET', KEYS[1], 'verdict', ARGV[1]) end
+return 1
+`);
+
 /**
  * Records a produced verdict: marks the join done, keeps it in the host's recent shards, and for a
  * closed shard moves the closed end forward (never back) and pins the scheme.
- * KEYS: quote, shards, closed, scheme. ARGV: summary, closedJson|'', bootId, endSeq, pinJson|'', kept.
+ * The verdict itself (framed Avro, base64) stays with the join, for a cut kind learnt later.
+ * KEYS: quote, shards, closed, scheme. ARGV: summary, closedJson|'', bootId, endSeq, pinJson|'', kept, verdict.
  */
 const RECORD_VERDICT = new LuaScript(`
-redis.call('HSET', KEYS[1], 'done', '1')
+redis.call('HSET', KEYS[1], 'done', '1', 'verdict', ARGV[7])
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[6]) - 1)
 if ARGV[2] == '' then return 1 end
@@ -281,11 +290,28 @@ export class QuoteStore {
       hostKeys.cut(hostId),
     ];
     const args = [lease.now, lease.now + lease.ms, lease.token, bootId, seq, JOIN_TTL_SECONDS];
-    const [state, stored, newest, quote] = (await CUT_CHECKPOINT.run(this.redis, keys, args)) as string[];
-    if (state === 'done' || state === 'busy') return { state, stored: stored ?? '' };
-    if (state === 'cut') return { state, stored: stored ?? '', newest: newest === '1' };
+    const [state, stored, third, quote] = (await CUT_CHECKPOINT.run(this.redis, keys, args)) as string[];
+    if (state === 'busy') return { state, stored: stored ?? '' };
+    if (state === 'done') {
+      const verdict = third ? Buffer.from(third, 'base64') : null;
+      return {
+        state,
+        stored: stored ?? '',
+        verdict,
+        quote: quote ? (JSON.parse(quote) as ParkedQuote) : null,
+      };
+    }
+    if (state === 'cut') return { state, stored: stored ?? '', newest: third === '1' };
 
-    return { state: 'join', stored: stored ?? '', newest: newest === '1', quote: JSON.parse(quote!) };
+    return { state: 'join', stored: stored ?? '', newest: third === '1', quote: JSON.parse(quote!) };
+  }
+
+  /**
+   * Replaces the verdict kept with a done join (the same shard, now labelled with its cut kind),
+   * unless it is gone. KEYS: quote. ARGV: verdict.
+   */
+  async relabelVerdict(hostId: string, bootId: string, seq: number, verdict: Buffer): Promise<void> {
+    await RELABEL.run(this.redis, [hostKeys.quote(hostId, bootId, seq)], [verdict.toString('base64')]);
   }
 
   /** The replayer's stored checkpoint (with its cut), or null once expired. */
@@ -334,6 +360,7 @@ export class QuoteStore {
     summary: object,
     closed: ClosedShard | null,
     pin: object | null,
+    verdict: Buffer,
   ): Promise<void> {
     const { hostId, bootId, seq } = at;
     const keys = [hostKeys.quote(hostId, bootId, seq), hostKeys.shards(hostId), hostKeys.closed(hostId)];
@@ -343,6 +370,7 @@ export class QuoteStore {
       ...args,
       pin === null ? '' : JSON.stringify(pin),
       RECENT_SHARDS_KEPT,
+      verdict.toString('base64'),
     ]);
     await this.redis.zrem(PENDING_JOINS_KEY, pendingMember(hostId, bootId, seq));
   }

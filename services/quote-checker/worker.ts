@@ -17,8 +17,8 @@ import { type Comparison, compareByDigest, compareWithCheckpoint } from './compa
 import { attestHashOf, judgeQuote, type QuoteContext } from './judge.ts';
 import { type CutInfo, cutVerdict, deadlineVerdict, openVerdict, parseCut, verdictKey } from './lifecycle.ts';
 import { acceptedNonces, findNonce, type IssuedNonce } from './nonce-window.ts';
-import type { Lease, ParkedQuote, QuoteStore } from './store.ts';
-import { buildVerdict, startingPoint } from './verdict.ts';
+import type { CutResult, Lease, ParkedQuote, QuoteStore } from './store.ts';
+import { buildVerdict, startingPoint, type VerdictOutcome } from './verdict.ts';
 
 /** A checkpoint with the shard the replayer cut at it (null: unknown, the range falls back). */
 interface StoredCheckpoint {
@@ -119,7 +119,11 @@ export class QuoteWorker {
     checkIds(c.hostId, c.bootId);
     const r = await this.store.cutCheckpoint(c.hostId, c.bootId, c.seq, this.lease());
     this.logger.debug({ hostId: c.hostId, seq: c.seq, join: r.state }, 'checkpoint');
-    if (r.state === 'done' || r.state === 'busy') return;
+    if (r.state === 'busy') return;
+    if (r.state === 'done') {
+      await this.labelCut(c, r);
+      return;
+    }
     const stored = storedCheckpoint(r.stored, c);
     const akPolicy = await this.akPolicy(c.hostId);
     const states: Verdict[] = [];
@@ -135,6 +139,30 @@ export class QuoteWorker {
     const again = await this.store.joinCheckpoint(c.hostId, c.bootId, c.seq, this.lease());
     if (again.state === 'wait') await this.store.awaitJoin(c.hostId, c.bootId, c.seq, this.deadline());
     if (again.state === 'join') await this.finishJoin(again.quote, stored);
+  }
+
+  /**
+   * A checkpoint again after its shard was judged: the agent's SnapshotEvent follows its quote, so
+   * the cut kind may reach the replayer (which checkpoints the cut again with it) only then.
+   * Publishes the judged verdict again with the kind; nothing else about it changes. A join done
+   * by a build that kept no verdict is judged again from its parked quote (same inputs, same state).
+   */
+  private async labelCut(c: Checkpoint, r: Extract<CutResult, { state: 'done' }>): Promise<void> {
+    if (r.stored === '') return;
+    const stored = storedCheckpoint(r.stored, c);
+    const kind = stored.cut?.kind ?? null;
+    if (kind === null) return;
+    const kept = r.verdict === null ? null : decode(r.verdict);
+    let labelled: Verdict;
+    if (kept?.schema === 'Verdict') {
+      if (kept.value.cutKind !== null) return;
+      labelled = { ...kept.value, cutKind: kind, at: this.now() };
+    } else if (r.quote !== null) {
+      labelled = (await this.judge(r.quote, stored)).verdict;
+    } else return;
+    await this.produceVerdicts([labelled]);
+    await this.store.relabelVerdict(c.hostId, c.bootId, c.seq, encode('Verdict', labelled));
+    this.logger.info({ hostId: c.hostId, shardId: labelled.shardId, cutKind: kind }, 'shard cut kind');
   }
 
   private lease(): Lease {
@@ -188,6 +216,20 @@ export class QuoteWorker {
   }
 
   private async finishJoin(parked: ParkedQuote, stored: StoredCheckpoint): Promise<void> {
+    const { checkpoint } = stored;
+    const out = await this.judge(parked, stored);
+    await this.produceVerdicts([out.verdict]);
+    await this.produceAlerts(out.alerts);
+    const encoded = encode('Verdict', out.verdict);
+    await this.store.recordVerdict(checkpoint, summary(out.verdict), out.closed, out.pin, encoded);
+    this.stats.verdicts++;
+    const log = { hostId: checkpoint.hostId, shardId: out.verdict.shardId, status: out.verdict.status };
+    if (out.verdict.status === 'CLOSED') this.logger.info(log, 'shard closed');
+    else this.logger.warn({ ...log, reasons: out.verdict.reasons }, 'shard failed');
+  }
+
+  /** Compares the joined quote and checkpoint: the verdict, its alerts, the closed end and pin. */
+  private async judge(parked: ParkedQuote, stored: StoredCheckpoint): Promise<VerdictOutcome> {
     const { checkpoint, cut } = stored;
     const comparison = compare(parked, checkpoint);
     const [closed, anchor, pinned, akPolicy] = await Promise.all([
@@ -196,7 +238,7 @@ export class QuoteWorker {
       this.store.pin(checkpoint.hostId),
       this.akPolicy(checkpoint.hostId),
     ]);
-    const out = buildVerdict({
+    return buildVerdict({
       checkpoint,
       quoteId: parked.quoteId,
       quote: closingQuote(parked),
@@ -207,13 +249,6 @@ export class QuoteWorker {
       pinned,
       now: this.now(),
     });
-    await this.produceVerdicts([out.verdict]);
-    await this.produceAlerts(out.alerts);
-    await this.store.recordVerdict(checkpoint, summary(out.verdict), out.closed, out.pin);
-    this.stats.verdicts++;
-    const log = { hostId: checkpoint.hostId, shardId: out.verdict.shardId, status: out.verdict.status };
-    if (out.verdict.status === 'CLOSED') this.logger.info(log, 'shard closed');
-    else this.logger.warn({ ...log, reasons: out.verdict.reasons }, 'shard failed');
   }
 
   /**

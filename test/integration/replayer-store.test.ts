@@ -108,7 +108,13 @@ describe('QuoteStore join', () => {
     assert.equal((await store.joinCheckpoint(h, 'b:1', 5, lease('b'))).state, 'busy');
     assert.equal((await store.parkQuote(h, 'b:1', 5, parked, lease('b'))).state, 'busy');
 
-    await store.recordVerdict({ hostId: h, bootId: 'b:1', seq: 5 }, { shardId: 'x' }, null, null);
+    await store.recordVerdict(
+      { hostId: h, bootId: 'b:1', seq: 5 },
+      { shardId: 'x' },
+      null,
+      null,
+      Buffer.alloc(0),
+    );
     assert.equal((await store.joinCheckpoint(h, 'b:1', 5, lease('b'))).state, 'done');
   });
 
@@ -130,14 +136,26 @@ describe('QuoteStore join', () => {
   it('moves the closed end forward only', async () => {
     const h = host('st-closed');
     const closed = (endSeq: number) => ({ bootId: 'b:1', endSeq, scheme: 'perbank', endPcrs: [] });
-    await store.recordVerdict({ hostId: h, bootId: 'b:1', seq: 20 }, {}, closed(20), {
-      bootId: 'b:1',
-      scheme: 'perbank',
-    });
-    await store.recordVerdict({ hostId: h, bootId: 'b:1', seq: 10 }, {}, closed(10), {
-      bootId: 'b:1',
-      scheme: 'perbank',
-    });
+    await store.recordVerdict(
+      { hostId: h, bootId: 'b:1', seq: 20 },
+      {},
+      closed(20),
+      {
+        bootId: 'b:1',
+        scheme: 'perbank',
+      },
+      Buffer.alloc(0),
+    );
+    await store.recordVerdict(
+      { hostId: h, bootId: 'b:1', seq: 10 },
+      {},
+      closed(10),
+      {
+        bootId: 'b:1',
+        scheme: 'perbank',
+      },
+      Buffer.alloc(0),
+    );
 
     assert.equal((await store.closed(h))?.endSeq, 20);
     assert.equal(await redis.llen(hostKeys.shards(h)), 2);
