@@ -97,3 +97,46 @@ test('every problem is reported at once, as IMS_CONFIG_INVALID', (t) => {
 test('--help asks for the usage', () => {
   assert.equal(parseAgentConfig(['--help'], {}), 'help');
 });
+
+test('--kernel and the cut flags: a plain file cannot be cut, a cut needs a threshold', (t) => {
+  const { base } = fixture(t);
+  const plain = parseAgentConfig([...base, '--boot-id', 'b'], {});
+  assert.ok(plain !== 'help');
+  assert.equal(plain.kernel.kind, 'file');
+  assert.equal(plain.cut, 'none');
+  const socket = parseAgentConfig(
+    [
+      ...base,
+      '--boot-id',
+      'b',
+      '--kernel',
+      'socket:/run/ima.sock',
+      '--cut',
+      'delete',
+      '--cut-records',
+      '500',
+    ],
+    {},
+  );
+  assert.ok(socket !== 'help');
+  assert.deepEqual(socket.kernel, { kind: 'socket', path: '/run/ima.sock' });
+  assert.equal(socket.cut, 'delete');
+  assert.equal(socket.cutRecords, 500);
+  const virtual = parseAgentConfig(
+    [...base, '--boot-id', 'b', '--shard-records', '100', '--shard-seconds', '60'],
+    {},
+  );
+  assert.ok(virtual !== 'help');
+  assert.equal(virtual.shardRecords, 100);
+  assert.equal(virtual.shardMs, 60_000);
+  const refused = (argv: string[], text: RegExp) =>
+    assert.throws(
+      () => parseAgentConfig([...base, '--boot-id', 'b', ...argv], {}),
+      (err: Error) => hasCode(err, 'IMS_CONFIG_INVALID') && text.test(err.message),
+    );
+  refused(['--cut', 'stage', '--cut-records', '10'], /--cut needs --kernel/);
+  refused(['--kernel', 'socket:/x', '--cut', 'stage'], /--cut-records or --cut-bytes/);
+  refused(['--kernel', 'socket:/x', '--cut', 'sometimes', '--cut-records', '5'], /--cut must be/);
+  refused(['--kernel', 'tcp:1.2.3.4'], /--kernel tcp:1.2.3.4/);
+  refused(['--kernel', 'securityfs:/nonexistent-ima-dir'], /cannot read the log/);
+});

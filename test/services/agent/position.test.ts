@@ -61,3 +61,42 @@ test('a damaged position file is an error, never a silent restart from zero', (t
   }
   assert.deepEqual(parsePosition(JSON.stringify(good)), good);
 });
+
+test('a position written before log cuts loads with one list from the boot and no cut in flight', () => {
+  const old = {
+    bootId: 'b:1',
+    hostBootId: 'b',
+    resetCount: 1,
+    logOffset: 90,
+    nextSeq: 3,
+    bootAnnounced: true,
+    updatedAt: 5,
+  };
+  const pos = parsePosition(JSON.stringify(old));
+  assert.equal(pos.listBase, 0);
+  assert.equal(pos.cursor, 'current');
+  assert.equal(pos.cursorSeq, 3);
+  assert.equal(pos.archiveBootId, 'b:1');
+  assert.equal(pos.cut, null);
+});
+
+test('the cut fields are checked: cursor, order of seqs, the journal', () => {
+  const good = { ...bootStart('b', 1, 5), nextSeq: 10, cursorSeq: 10, listBase: 4 };
+  assert.deepEqual(parsePosition(JSON.stringify(good)), good);
+  const journal = { flavour: 'delete', phase: 'quoted', cutSeq: 10, n: 6, cutBytes: 900, quoteId: 'q' };
+  assert.deepEqual(parsePosition(JSON.stringify({ ...good, cut: journal })).cut, journal);
+  for (const bad of [
+    { ...good, cursor: 'elsewhere' },
+    { ...good, listBase: 11 },
+    { ...good, cursorSeq: 12 },
+    { ...good, cut: { ...journal, flavour: 'shred' } },
+    { ...good, cut: { ...journal, phase: 'done' } },
+    { ...good, cut: { ...journal, n: -1 } },
+    { ...good, cut: { ...journal, quoteId: 7 } },
+  ]) {
+    assert.throws(
+      () => parsePosition(JSON.stringify(bad)),
+      (err: Error) => hasCode(err, 'IMS_AGENT_STATE_CORRUPT'),
+    );
+  }
+});
