@@ -18,6 +18,8 @@ export interface EnrollerOptions {
   /** Consumer group on ima.enrol-requests (default imastream-enroller). */
   groupId?: string;
   topics?: Partial<EnrolTopics>;
+  /** Where malformed requests go (default ima.dead-letter). */
+  deadLetterTopic?: string;
   /** How long to wait for the registry to read ima.enrollments up to its end at start. */
   catchUpTimeoutMs?: number;
 }
@@ -72,6 +74,7 @@ export async function startEnroller(options: EnrollerOptions): Promise<EnrollerH
       topics: [topics.requests],
       handleMessage: requestsHandler(service, producer, topics, logger, { staleAfterMs: ttlMs }),
       partitionsConsumedConcurrently: 3,
+      deadLetterTopic: options.deadLetterTopic,
     });
     groups.push(requests);
     const pruner = setInterval(() => enroller.prune(Date.now()), Math.min(ttlMs, 60_000));

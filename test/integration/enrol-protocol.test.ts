@@ -62,16 +62,17 @@ interface Pipeline {
   topics: { requests: string; challenges: string; enrollments: string };
 }
 
-async function pipeline(ekPolicy: EkPolicy): Promise<Pipeline> {
+async function pipeline(ekPolicy: EkPolicy, deadLetterTopic?: string): Promise<Pipeline> {
   const topics = {
     requests: unique('enrol-requests'),
     challenges: unique('enrol-challenges'),
     enrollments: unique('enrollments'),
   };
-  await createTopics(kafka, Object.values(topics));
+  const created = [...Object.values(topics), ...(deadLetterTopic === undefined ? [] : [deadLetterTopic])];
+  await createTopics(kafka, created);
   closers.push(async () => {
     const admin = await kafka.connectAdmin();
-    await admin.deleteTopics({ topics: Object.values(topics) }).finally(() => admin.disconnect());
+    await admin.deleteTopics({ topics: created }).finally(() => admin.disconnect());
   });
   const enroller = await startEnroller({
     brokers: BROKERS,
@@ -79,6 +80,7 @@ async function pipeline(ekPolicy: EkPolicy): Promise<Pipeline> {
     ekPolicy,
     groupId: unique('enroller'),
     topics,
+    deadLetterTopic,
   });
   closers.push(() => enroller.stop());
   await enroller.joined;
@@ -353,4 +355,39 @@ test('an EK without a certificate: refused by default, accepted under tofu or th
     enrol(unlisted.topics),
     (e) => isImastreamError(e) && e.details?.code === 'EK_NOT_ALLOWED',
   );
+});
+
+test('malformed requests are dead-lettered with the reason, and the agent told when it can be', async () => {
+  const deadLetters = unique('dead-letter');
+  const { topics } = await pipeline(
+    { trustStore: null, withoutCertificate: 'tofu', allowList: new Set() },
+    deadLetters,
+  );
+  const hostId = unique('host-malformed');
+  const request = (ekPublic: Buffer) =>
+    encode('EnrolRequest', {
+      hostId,
+      requestId: 'garbled-ek',
+      ekPublic,
+      ekCertificate: null,
+      akPublic: Buffer.from(randomBytes(40)),
+      at: Date.now(),
+    });
+  await producer.send(topics.requests, [
+    // Another host's key: it would land on another enroller's partition than the answer.
+    { key: `${hostId}-x`, value: request(Buffer.from(await tpm.readPublic(RSA_EK))) },
+    { key: hostId, value: request(Buffer.from(randomBytes(64))) },
+    { key: hostId, value: Buffer.from('not an Avro record') },
+  ]);
+  const dead = await recordsOn<{ schema: string; key: Buffer | null; reason?: string }>(
+    deadLetters,
+    hostId,
+    (s) => s.length >= 2,
+  );
+  assert.deepEqual(dead.map((d) => d.reason).sort(), ['IMS_ENROL_BAD_REQUEST', 'IMS_WIRE_BAD_FRAME']);
+  const misKeyed = await recordsOn<{ reason?: string }>(deadLetters, `${hostId}-x`, (s) => s.length >= 1);
+  assert.equal(misKeyed[0]?.reason, 'IMS_ENROL_BAD_REQUEST');
+  const told = await recordsOn<Tagged>(topics.challenges, hostId, (s) => s.length >= 1);
+  assert.equal(told[0]?.schema, 'EnrolRejection');
+  assert.equal(told[0]?.code, 'BAD_REQUEST');
 });
