@@ -1,5 +1,3 @@
-import { createHash } from 'node:crypto';
-
 import { isImastreamError } from '../../lib/errors.ts';
 import type { HashAlg } from '../../lib/hash.ts';
 import { PcrReplay } from '../../lib/ima/replay.ts';
@@ -14,8 +12,9 @@ import type {
   SnapshotEvent,
 } from '../shared/records.ts';
 import { cutAt, type ShardCut } from './cuts.ts';
-import { ALL_SCHEMES, type PendingQuote, type ReplayDoc, type Scheme, type SchemePin } from './doc.ts';
+import { freshDoc, type PendingQuote, type ReplayDoc, type Scheme, type SchemePin } from './doc.ts';
 import type { MeasurementEvent, ReplayEffect } from './events.ts';
+import { holdAt, resendRequest } from './gap.ts';
 import { flattenPcrs, pcrsFromJson, pcrsToJson } from './pcrs.ts';
 import {
   type ClosedEnd,
@@ -268,23 +267,17 @@ class HostBatch {
         ? (old?.pastBoots ?? [])
         : [old.bootId, ...old.pastBoots].slice(0, PAST_BOOTS_KEPT);
     this.replay = replay;
+    const claimed = pcrsToJson(replay.schemes.flatMap((s) => flattenPcrs(s, replay.values(s))));
     this.doc = {
-      bootId: rec.bootId,
+      ...freshDoc(rec.bootId, pastBoots, this.input.now),
       nextSeq: rec.seq,
-      replay: null,
       status: 'unverified',
       shardStart: rec.seq,
-      schemes: [...ALL_SCHEMES],
-      gap: null,
       pendingQuotes: sameBoot ? old.pendingQuotes.filter((q) => q.seq > rec.seq) : [],
-      pastBoots,
       unverifiedFrom: rec.seq,
-      startPcrs: pcrsToJson(replay.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)))),
-      recent: [],
+      startPcrs: claimed,
       // The first shard starts at the snapshot, from the values it claims.
-      cutPcrs: pcrsToJson(replay.schemes.flatMap((s) => flattenPcrs(s, replay.values(s)))),
-      cuts: [],
-      updatedAt: this.input.now,
+      cutPcrs: claimed,
     };
     this.changed = true;
 
@@ -373,18 +366,10 @@ class HostBatch {
     this.resend(doc);
   }
 
-  /**
-   * Something at `end - 1` arrived while records from nextSeq are missing: hold the host, raise
-   * SEQUENCE_GAP once per gap and ask the agent for the range. Later arrivals only widen the hold.
-   */
+  /** Holds the host at a gap, raising SEQUENCE_GAP and asking for the range once per gap. */
   private hold(doc: ReplayDoc, end: number): void {
     this.changed = true;
-    if (doc.gap !== null) {
-      doc.gap.heldTo = Math.max(doc.gap.heldTo, end);
-      return;
-    }
-    doc.gap = { fromSeq: doc.nextSeq, toSeq: end, heldTo: end };
-    doc.status = 'gap';
+    if (!holdAt(doc, end)) return;
     this.alert({
       kind: 'SEQUENCE_GAP',
       hostId: this.input.hostId,
@@ -396,27 +381,8 @@ class HostBatch {
     this.resend(doc);
   }
 
-  /**
-   * Asks the agent for the gap's range (ResendRequest on ima.challenges). The id is a hash of what
-   * is asked, so a batch applied again after a crash asks with the same id.
-   */
   private resend(doc: ReplayDoc): void {
-    const gap = doc.gap!;
-    const requestId = createHash('sha256')
-      .update(`${this.input.hostId}\u0000${doc.bootId}\u0000${gap.fromSeq}\u0000${gap.toSeq}`)
-      .digest('hex')
-      .slice(0, 32);
-    const { fromSeq, toSeq } = gap;
-    const request = {
-      hostId: this.input.hostId,
-      bootId: doc.bootId,
-      fromSeq,
-      toSeq,
-      requestId,
-      reason: 'SEQUENCE_GAP',
-      at: this.input.now,
-    };
-    this.effects.push({ kind: 'resend', request });
+    this.effects.push({ kind: 'resend', request: resendRequest(this.input.hostId, doc, this.input.now) });
   }
 
   /**
@@ -504,23 +470,7 @@ class HostBatch {
     const old = this.doc;
     const pastBoots = old === null ? [] : [old.bootId, ...old.pastBoots].slice(0, PAST_BOOTS_KEPT);
     this.replay = new PcrReplay(this.input.banks === undefined ? {} : { banks: [...this.input.banks] });
-    this.doc = {
-      bootId,
-      nextSeq: 0,
-      replay: null,
-      status: 'ok',
-      shardStart: 0,
-      schemes: [...ALL_SCHEMES],
-      gap: null,
-      pendingQuotes: [],
-      pastBoots,
-      unverifiedFrom: null,
-      startPcrs: null,
-      recent: [],
-      cutPcrs: null,
-      cuts: [],
-      updatedAt: this.input.now,
-    };
+    this.doc = freshDoc(bootId, pastBoots, this.input.now);
     this.changed = true;
 
     return this.doc;

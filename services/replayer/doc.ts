@@ -87,6 +87,27 @@ export interface ReplayDoc {
 }
 
 /** The scheme a verified quote matched, written by the quote-checker at `h:{hostId}:scheme`. */
+/** The state of a boot replayed from its start, from zeros, both schemes live. */
+export function freshDoc(bootId: string, pastBoots: string[], now: number): ReplayDoc {
+  return {
+    bootId,
+    nextSeq: 0,
+    replay: null,
+    status: 'ok',
+    shardStart: 0,
+    cutPcrs: null,
+    cuts: [],
+    schemes: [...ALL_SCHEMES],
+    gap: null,
+    pendingQuotes: [],
+    pastBoots,
+    unverifiedFrom: null,
+    startPcrs: null,
+    recent: [],
+    updatedAt: now,
+  };
+}
+
 export interface SchemePin {
   bootId: string;
   scheme: Scheme;
