@@ -40,7 +40,10 @@ export function cutAt(
     return shardCut(labelled);
   }
   if (seq <= doc.shardStart) return null;
-  const mark: CutMark = { seq, startSeq: doc.shardStart, startPcrs: doc.cutPcrs, kind };
+  // Only the schemes still live: a pin since the last cut dropped the other.
+  const live = (p: PcrValueJson) => (doc.schemes as string[]).includes(p.scheme);
+  const startPcrs = doc.cutPcrs === null ? null : doc.cutPcrs.filter(live);
+  const mark: CutMark = { seq, startSeq: doc.shardStart, startPcrs, kind };
   doc.cuts = [...doc.cuts, mark].slice(-CUTS_KEPT);
   doc.shardStart = seq;
   doc.cutPcrs = endPcrs;

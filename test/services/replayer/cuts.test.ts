@@ -63,6 +63,28 @@ describe('shards cut by the replayer', () => {
     assert.deepEqual([out.doc?.shardStart, out.doc?.cuts.length], [6, 2]);
   });
 
+  it('keeps only the live schemes in the start values once a quote pinned one', () => {
+    const one = run(null, [
+      { type: 'BootEvent', value: bootEvent(H, B) },
+      ...range(0, 2).map((s) => rec(s)),
+      taken(2),
+    ]);
+    const two = applyBatch({
+      hostId: H,
+      doc: one.doc,
+      pin: { bootId: B, scheme: 'perbank' },
+      events: [rec(2), taken(3)],
+      now: 1000,
+    });
+    const [cp] = checkpoints(two.effects);
+
+    assert.equal(cp?.cut?.startSeq, 2);
+    assert.deepEqual(
+      cp?.cut?.startPcrs,
+      pcrsToJson(checkpoints(one.effects)[0]!.checkpoint.pcrs.filter((p) => p.scheme === 'perbank')),
+    );
+  });
+
   it('gives a redelivered QuoteTaken the same shard', () => {
     const one = run(null, [
       { type: 'BootEvent', value: bootEvent(H, B) },
