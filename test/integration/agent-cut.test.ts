@@ -50,7 +50,7 @@ before(async () => {
   await admin.disconnect();
   tap = new Tap(
     BROKERS,
-    ['stage', 'delete', 'kexec', 'virtual'].map((f) => `cut-it-${run}-${f}`),
+    ['stage', 'delete', 'kexec', 'virtual', 'securityfs'].map((f) => `cut-it-${run}-${f}`),
   );
   await tap.start([TOPIC, 'ima.quotes']);
 });
@@ -370,6 +370,39 @@ test('a plain file (no cut support): virtual shards every N records and on a Cut
     });
     assert.deepEqual(verdict.failures, [], `the closing quote at ${s.seq} is reproduced by the replay`);
   }
+});
+
+test('securityfs files (read side): the agent follows the kernel list through the real file path', {
+  timeout: 600_000,
+}, async () => {
+  const hostId = `cut-it-${run}-securityfs`;
+  const host = await StagingHost.start(
+    {
+      hostId,
+      brokers: BROKERS.join(','),
+      topic: TOPIC,
+      cutArgs: ['--shard-records', '40'],
+      securityfs: true,
+    },
+    base,
+  );
+  hosts.push(host);
+  const source = generateLog({ records: 100, seed: 8 }).records;
+  await host.measure(source.slice(0, 20));
+  await host.startAgent();
+  for (let i = 20; i < source.length; i += BATCH) await host.measure(source.slice(i, i + BATCH));
+  assert.ok(await tap.until(() => records(hostId).length >= source.length, 60_000));
+  assert.ok(
+    await tap.until(() => tap.values<SnapshotEvent>('SnapshotEvent', hostId, TOPIC).length >= 2, 60_000),
+  );
+  assert.equal((await host.stopAgent('SIGTERM')).code, 0);
+  assert.deepEqual(
+    records(hostId).map((r) => r.seq),
+    source.map((_, i) => i),
+  );
+  records(hostId).forEach((r, i) =>
+    assert.deepEqual(new Uint8Array(r.templateData), source[i]!.templateData),
+  );
 });
 
 const matrix: Row[] = [];

@@ -29,6 +29,8 @@ export interface StagingHostSpec {
   cutArgs: string[];
   /** Follow this plain file (`--log`) instead of the emulator (`--kernel socket:`). */
   logFile?: string;
+  /** Read the emulator's mirrored files as securityfs (`--kernel securityfs:DIR`). */
+  securityfs?: boolean;
 }
 
 export class StagingHost {
@@ -84,7 +86,17 @@ export class StagingHost {
     const out = openSync(join(this.dir, 'emulator.log'), 'w');
     this.emulator = spawn(
       process.execPath,
-      ['--import', 'tsx', EMULATOR, '--socket', this.socket, '--tcti', this.tpm.tcti],
+      [
+        '--import',
+        'tsx',
+        EMULATOR,
+        '--socket',
+        this.socket,
+        '--tcti',
+        this.tpm.tcti,
+        '--dir',
+        this.mirrorDir,
+      ],
       { stdio: ['ignore', out, out], cwd: REPO },
     );
     closeSync(out);
@@ -118,7 +130,7 @@ export class StagingHost {
       'agent',
       '--host-id',
       s.hostId,
-      ...(s.logFile === undefined ? ['--kernel', `socket:${this.socket}`] : ['--log', s.logFile]),
+      ...this.kernelArgs(),
       '--digest-alg',
       'sha1',
       '--state-dir',
@@ -146,6 +158,17 @@ export class StagingHost {
       child.once('exit', (code, signal) => resolve({ code, signal })),
     );
     await this.waitForLog('agent ready', 120_000);
+  }
+
+  /** The emulator's files, mirrored after every change (written to a temp name, then renamed). */
+  get mirrorDir(): string {
+    return join(this.dir, 'securityfs');
+  }
+
+  private kernelArgs(): string[] {
+    if (this.spec.logFile !== undefined) return ['--log', this.spec.logFile];
+    if (this.spec.securityfs === true) return ['--kernel', `securityfs:${this.mirrorDir}`];
+    return ['--kernel', `socket:${this.socket}`];
   }
 
   /** Whether the agent process has exited. */
