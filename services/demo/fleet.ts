@@ -3,6 +3,7 @@ import { SimHost } from './host.ts';
 import type { LogSource } from './logs.ts';
 import type { Manufacturer } from './manufacturer.ts';
 import { type Tamper, TamperRelay } from './relay.ts';
+import type { TrimSpec } from './trim.ts';
 import type { WriterOptions } from './writer.ts';
 
 export interface FleetHostSpec {
@@ -12,6 +13,8 @@ export interface FleetHostSpec {
   tamper?: Tamper;
   /** AK key type (default rsa). */
   akAlg?: 'rsa' | 'rsapss' | 'ecc';
+  /** Cut the host's log through the kernel emulator (demo --trim). */
+  trim?: TrimSpec;
 }
 
 export interface FleetOptions {
@@ -55,6 +58,7 @@ export class Fleet {
           quoteIntervalS: opts.quoteIntervalS,
           akAlg: spec.akAlg,
           env: opts.agentEnv,
+          trim: spec.trim,
         },
         opts.baseDir,
         opts.manufacturer,

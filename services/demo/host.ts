@@ -8,6 +8,7 @@ import { ImastreamError } from '../../lib/errors.ts';
 import type { LogSource } from './logs.ts';
 import type { Manufacturer } from './manufacturer.ts';
 import { Swtpm } from './swtpm.ts';
+import { EmulatedKernelProcess, type KernelWriter, type TrimSpec } from './trim.ts';
 import { LogWriter, type WriterOptions } from './writer.ts';
 
 export const REPO_DIR = fileURLToPath(new URL('../../', import.meta.url));
@@ -20,6 +21,8 @@ export interface HostSpec {
   measurementsTopic?: string;
   /** Where the agent sends its sealed shards (default ima.shards). */
   shardsTopic?: string;
+  /** The host cuts its log through the kernel emulator (demo --trim); default: a plain log file. */
+  trim?: TrimSpec;
   quoteIntervalS?: number;
   akAlg?: 'rsa' | 'rsapss' | 'ecc';
   brokers: string;
@@ -36,25 +39,32 @@ export class SimHost {
   readonly spec: HostSpec;
   readonly dir: string;
   readonly tpm: Swtpm;
-  readonly writer: LogWriter;
+  readonly writer: LogWriter | KernelWriter;
+  /** The emulated Linux 7.2 kernel of a trimming host. */
+  readonly kernel: EmulatedKernelProcess | undefined;
   readonly hostBootId = randomUUID();
   private agent: ChildProcess | undefined;
   private agentExit: Promise<number | null> | undefined;
   private agentStarts = 0;
 
-  private constructor(spec: HostSpec, dir: string, tpm: Swtpm) {
+  private constructor(spec: HostSpec, dir: string, tpm: Swtpm, kernel?: EmulatedKernelProcess) {
     this.spec = spec;
     this.dir = dir;
     this.tpm = tpm;
-    this.writer = new LogWriter(tpm, join(dir, 'binary_runtime_measurements'), spec.source);
+    this.kernel = kernel;
+    this.writer =
+      kernel === undefined
+        ? new LogWriter(tpm, join(dir, 'binary_runtime_measurements'), spec.source)
+        : kernel.writer(spec.source);
   }
 
   static async start(spec: HostSpec, baseDir: string, manufacturer?: Manufacturer): Promise<SimHost> {
     const dir = join(baseDir, spec.hostId);
     mkdirSync(dir, { recursive: true });
     const tpm = await Swtpm.start(join(dir, 'tpm'), manufacturer);
+    const kernel = spec.trim === undefined ? undefined : await EmulatedKernelProcess.start(dir, tpm.tcti);
 
-    return new SimHost(spec, dir, tpm);
+    return new SimHost(spec, dir, tpm, kernel);
   }
 
   get hostId(): string {
@@ -98,6 +108,7 @@ export class SimHost {
 
   async stop(): Promise<void> {
     await this.stopAgent('SIGTERM');
+    await this.kernel?.stop();
     await this.tpm.stop();
   }
 
@@ -155,6 +166,10 @@ export class SimHost {
     ];
     if (s.measurementsTopic !== undefined) args.push('--measurements-topic', s.measurementsTopic);
     if (s.shardsTopic !== undefined) args.push('--shards-topic', s.shardsTopic);
+    if (s.trim !== undefined && this.kernel !== undefined) {
+      args.push('--kernel', `socket:${this.kernel.socketPath}`);
+      args.push('--cut', s.trim.mode, '--cut-records', String(s.trim.cutRecords));
+    }
 
     return args;
   }

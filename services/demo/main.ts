@@ -29,6 +29,8 @@ const OPTIONS = {
   'quote-interval': { type: 'string', default: '2' },
   tamper: { type: 'string', default: 'change' },
   'export-shards': { type: 'string' },
+  trim: { type: 'boolean', default: false },
+  'cut-records': { type: 'string', default: '150' },
 } as const;
 
 interface DemoResult {
@@ -49,7 +51,7 @@ async function main(): Promise<number> {
   if (!['change', 'drop', 'lose', 'reorder', 'insert'].includes(v.tamper) || !(Number(v.hosts) >= 1)) {
     process.stderr.write('usage: demo [--json] [--hosts N] [--log FILE]... [--cap N] [--timeout S]\n');
     process.stderr.write('            [--quote-interval S] [--tamper change|drop|lose|reorder|insert]\n');
-    process.stderr.write('            [--export-shards DIR]\n');
+    process.stderr.write('            [--export-shards DIR] [--trim [--cut-records N]]\n');
     return 2;
   }
   const brokers = (process.env.IMASTREAM_KAFKA_BROKERS ?? '127.0.0.1:19092').split(',');
@@ -60,6 +62,12 @@ async function main(): Promise<number> {
   const say = (msg: string) => process.stderr.write(`demo: ${msg}\n`);
 
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
+  if (v.trim) {
+    // Both Linux 7.2 flavours across the fleet: even hosts stage all, odd hosts delete the oldest N.
+    specs.forEach((s, i) => {
+      s.trim = { mode: i % 2 === 0 ? 'stage' : 'delete', cutRecords: Number(v['cut-records']) };
+    });
+  }
   const env = { IMASTREAM_KAFKA_BROKERS: brokers.join(','), IMASTREAM_REDIS_URL: redisUrl };
   // Every host's TPM gets a certified EK, and the enroller requires one (docs/enrolment.md).
   const pipeline = await Pipeline.start(runId, logDir, brokers, {

@@ -18,6 +18,8 @@ export interface ShardRow {
   archivedTo: number;
   /** `imastream verify-shard` over the archived chain, re-run here: ok or the first failure. */
   chain: 'ok' | 'none' | string;
+  /** With --trim: records the emulated kernel freed (cut from its list) and still holds. */
+  kernel?: { freed: number; held: number };
 }
 
 /**
@@ -52,6 +54,14 @@ export async function startArchiver(
 
 /** What the archive holds for a host, re-verified offline from the files. */
 export async function shardRow(host: SimHost, outDir: string): Promise<ShardRow> {
+  const row = await archivedRow(host, outDir);
+  if (host.kernel === undefined) return row;
+  const state = await host.kernel.state();
+
+  return { ...row, kernel: { freed: state.freed, held: state.count } };
+}
+
+async function archivedRow(host: SimHost, outDir: string): Promise<ShardRow> {
   const sealed = host.agentLines().filter((l) => l.msg === 'shard sealed').length;
   const store = new ShardStore(outDir);
   let boots: string[] = [];
@@ -116,13 +126,21 @@ export function printShardTable(
   rows: Record<string, ShardRow>,
   out: (line: string) => void,
 ): void {
-  const head = ['host', 'shards sealed', 'archived', 'archived to seq', 'chain (verify-shard)'];
+  const head = [
+    'host',
+    'shards sealed',
+    'archived',
+    'archived to seq',
+    'chain (verify-shard)',
+    'kernel freed/held',
+  ];
   const body = Object.entries(rows).map(([hostId, r]) => [
     hostId,
     String(r.sealed),
     String(r.archived),
     String(r.archivedTo),
     r.chain,
+    r.kernel === undefined ? '- (no cuts)' : `${r.kernel.freed}/${r.kernel.held}`,
   ]);
   const widths = head.map((_, i) => Math.max(head[i]!.length, ...body.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
