@@ -82,10 +82,14 @@ export class LogCutter {
       cut = journal('stage', 'intent');
       host.update({ cut });
       crashPoint('cut-begin');
-      await this.kernelCall('A', () => host.kernel.stageAll());
-      crashPoint('cut-staged');
     }
     if (cut.phase === 'intent') {
+      // A may have been refused (EBUSY: someone reading) on an earlier try: write it only if
+      // nothing is staged yet.
+      if ((await host.kernel.read('staged')).byteLength === 0) {
+        await this.kernelCall('A', () => host.kernel.stageAll());
+      }
+      crashPoint('cut-staged');
       // The old current list is now the staged list, byte for byte: the cursor moves with it.
       const pos = host.position();
       cut = { ...cut, phase: 'staged' };
@@ -116,6 +120,12 @@ export class LogCutter {
   /** Delete-N flavour: everything read is archived and acked, then quoted, journaled, freed. */
   private async deleteCut(): Promise<void> {
     const host = this.host;
+    const pending = host.position().cut;
+    // N refused on an earlier try (EBUSY): finish that cut rather than quote a new one.
+    if (pending !== null && pending.flavour === 'delete' && pending.phase === 'quoted') {
+      await this.finishDelete(pending);
+      return;
+    }
     crashPoint('cut-begin');
     await host.readAll();
     const pos = host.position();

@@ -4,16 +4,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { bytesEqual } from '../../lib/bytes/hex.ts';
-import { ImastreamError } from '../../lib/errors.ts';
+import { ImastreamError, isImastreamError } from '../../lib/errors.ts';
 import { parseBinaryLog } from '../../lib/ima/binary.ts';
 import type { ByteOrder, ImaRecord } from '../../lib/ima/record.ts';
 import { parseAttest } from '../../lib/tpm/attest.ts';
 import type { Challenge, LogRecord, ResendRequest } from '../shared/records.ts';
 import { archiveDir, RecordArchive } from './archive.ts';
-import { enrolAk } from './enrol.ts';
 import type { AgentConfig } from './config.ts';
 import { crashPoint } from './crash.ts';
 import { type CutHost, LogCutter } from './cut.ts';
+import { enrolAk } from './enrol.ts';
 import { type AgentKernelLog, type ListRecord, openKernelLog, readList } from './kernel-source.ts';
 import { type AgentPosition, bootIdOf, bootStart, loadPosition, savePosition } from './position.ts';
 import { AgentKafka, DEFAULT_TOPICS, type Measurement } from './producer.ts';
@@ -317,14 +317,8 @@ export class Agent {
 
   /** One poll: a cut when one is due, else read what the list has grown by; then virtual shards. */
   private async tick(): Promise<void> {
-    if (this.kernel.canCut && this.config.cut !== 'none' && (await this.cutDue())) {
-      this.cutting = true;
-      try {
-        await this.cutter.cut();
-      } finally {
-        this.cutting = false;
-      }
-    } else await this.step();
+    if (this.kernel.canCut && this.config.cut !== 'none' && (await this.cutDue())) await this.runCut();
+    else await this.step();
     await this.virtualShard();
   }
 
@@ -336,9 +330,18 @@ export class Agent {
       await this.virtualShard(true);
       return;
     }
+    await this.runCut();
+  }
+
+  /** One cut; a refusal worth retrying (EBUSY: another process has the file) waits for the next poll. */
+  private async runCut(): Promise<void> {
     this.cutting = true;
     try {
       await this.cutter.cut();
+    } catch (err) {
+      // The journal says where the cut stands; the next try continues from there.
+      if (!(isImastreamError(err) && err.code === 'IMS_AGENT_CUT_FAILED' && err.canRetry)) throw err;
+      this.log.warn({ err: err.message }, 'cut refused for now, retried at the next poll');
     } finally {
       this.cutting = false;
     }

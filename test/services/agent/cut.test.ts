@@ -139,4 +139,32 @@ describe('LogCutter.recover', () => {
     );
     assert.equal(short.kernel.stagedCount(), 10, 'a record the archive lacks is never freed');
   });
+
+  it('a busy file refuses A with a retryable error; the journal keeps the intent, nothing is staged', async () => {
+    const t = setup(10, 10, { logOffset: bytesOf(0, 10) });
+    const reader = t.kernel.open('cat', 'staged', 'r');
+    await assert.rejects(
+      new LogCutter(t.host, 'stage').cut(),
+      (err: Error & { canRetry?: boolean }) => hasCode(err, 'IMS_AGENT_CUT_FAILED') && err.canRetry === true,
+    );
+    t.kernel.close(reader);
+    assert.equal(t.position().cut?.phase, 'intent');
+    assert.equal(t.kernel.stagedCount(), 0);
+    assert.equal(t.kernel.count(), 10);
+  });
+
+  it('a busy file refuses N; the next try finishes the journaled cut instead of quoting a new one', async () => {
+    const cut = deleteJournal(12, 12);
+    const t = setup(20, 20, { cut, logOffset: bytesOf(0, 20) });
+    const reader = t.kernel.open('cat', 'current', 'r');
+    await assert.rejects(new LogCutter(t.host, 'delete').cut(), (err: Error) =>
+      hasCode(err, 'IMS_AGENT_CUT_FAILED'),
+    );
+    assert.equal(t.kernel.freedCount(), 0);
+    t.kernel.close(reader);
+    await new LogCutter(t.host, 'delete').cut();
+    assert.equal(t.kernel.freedCount(), 12);
+    assert.equal(t.position().listBase, 12);
+    assert.equal(t.position().cut, null);
+  });
 });
