@@ -16,7 +16,9 @@ const optionalPath = (text: string): string => text;
 
 /** Settings of the enroller process (flags win over environment, which wins over defaults). */
 export const ENROLLER_SETTINGS = {
-  ...COMMON_SETTINGS,
+  // The enroller keeps no state in Redis: pending challenges are in memory, enrolments on Kafka.
+  kafkaBrokers: COMMON_SETTINGS.kafkaBrokers,
+  logLevel: COMMON_SETTINGS.logLevel,
   trustDir: {
     flag: 'trust-store',
     env: 'IMASTREAM_EK_TRUST_STORE',

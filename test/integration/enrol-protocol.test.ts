@@ -39,6 +39,8 @@ let trustDir: string;
 const { logger } = memoryLogger();
 const kafka = testKafka(logger);
 let producer: ImsProducer;
+/** Enrollers stop first, all at once; then their topics and folders go. */
+const stops: (() => Promise<unknown>)[] = [];
 const closers: (() => Promise<unknown>)[] = [];
 
 before(async () => {
@@ -51,7 +53,8 @@ before(async () => {
   producer = await kafka.connectProducer();
 });
 after(async () => {
-  for (const close of closers.reverse()) await close().catch(() => undefined);
+  await Promise.allSettled(stops.map((stop) => stop()));
+  await Promise.allSettled(closers.map((close) => close()));
   await producer?.disconnect();
   await tpm?.stop();
   await rm(trustDir, { recursive: true, force: true });
@@ -82,7 +85,7 @@ async function pipeline(ekPolicy: EkPolicy, deadLetterTopic?: string): Promise<P
     topics,
     deadLetterTopic,
   });
-  closers.push(() => enroller.stop());
+  stops.push(() => enroller.stop());
   await enroller.joined;
 
   return { enroller, topics };
