@@ -326,3 +326,43 @@ test('a killed agent resumes its chain: the next shard links to the last one, th
     ],
   );
 });
+
+test('the archiver refuses a record that lies about its file, a second file for an archived range, and reports an unsent shard', async () => {
+  const archiver = archivers[1]!; // holds shard 0 of the genuine chain (test 3)
+  const files = agentShardFiles().map((f) => new Uint8Array(readFileSync(f)));
+  const first = decodeShard(files[0]!);
+  const before = archiver.stats.rejected;
+  const alerts = () => tap.values<Alert>('Alert', hostId, topics.alerts);
+  const codesOf = (a: Alert) => (JSON.parse(a.details) as { codes?: string[] }).codes ?? [];
+
+  // The record claims another range than the file holds.
+  const lying = { ...record(files[1]!), endSeq: decodeShard(files[1]!).endSeq + 5 };
+  // The same range as the archived shard 0, but another (resealed) file.
+  const other = encodeShard({ ...first, closingQuote: { ...first.closingQuote }, scheme: 'perbank' });
+  // A shard the agent could not send (too large): digest and size only.
+  const unsent = { ...record(files[2]!), shard: null };
+  await send(topics.tampered, [
+    { key: hostId, value: encode('SealedShard', lying) },
+    { key: hostId, value: encode('SealedShard', record(other)) },
+    { key: hostId, value: encode('SealedShard', unsent) },
+  ]);
+  await waitFor(
+    'two refusals and a gap',
+    () => archiver.stats.rejected >= before + 2 && archiver.stats.gaps >= 1,
+    60_000,
+  );
+  await waitFor(
+    'their alerts',
+    () =>
+      alerts().some((a) => codesOf(a).includes('SHARD_RECORD_MISMATCH')) &&
+      alerts().some((a) => codesOf(a).includes('SHARD_CONFLICT')) &&
+      alerts().some((a) => a.kind === 'SHARD_GAP' && a.seq === unsent.startSeq),
+    60_000,
+  );
+  assert.equal(alerts().find((a) => a.kind === 'SHARD_GAP')?.severity, 'WARNING');
+  assert.deepEqual(
+    archiver.store.list(hostId, first.bootId).map((f) => readFileSync(f.path).toString('hex')),
+    [Buffer.from(files[0]!).toString('hex')],
+    'the archived shard is untouched',
+  );
+});

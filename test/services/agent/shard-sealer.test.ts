@@ -11,6 +11,7 @@ import { computeShardDigest } from '../../../lib/shard/format.ts';
 import { RecordArchive } from '../../../services/agent/archive.ts';
 import {
   listShardFiles,
+  MAX_SHIPPED_SHARD_BYTES,
   type QuoteToSeal,
   ShardSealer,
   shardDir,
@@ -157,6 +158,22 @@ describe('ShardSealer', () => {
     bytes[40] = (bytes[40] as number) ^ 1;
     writeFileSync(sealed!.path, bytes);
     assert.throws(() => open(), { code: 'IMS_AGENT_ARCHIVE_CORRUPT' });
+  });
+
+  it('sends a shard over the message limit without its bytes; the file stays on the host', async () => {
+    const big = generateLog({ records: 56_000, seed: 9 }).records.map((r) => encodeBinaryRecord(r, 'le'));
+    archive.append(big);
+    archive.sync();
+    const sealed = await open().seal(quote(60 + big.length, 1));
+    assert.ok(sealed !== undefined && sealed.bytes > MAX_SHIPPED_SHARD_BYTES);
+    assert.equal(sealed.shipped, false);
+    const last = sent.at(-1)!;
+    assert.equal(last.shard, null);
+    assert.equal(last.size, sealed.bytes);
+    assert.deepEqual(
+      new Uint8Array(last.digest),
+      computeShardDigest(new Uint8Array(readFileSync(sealed.path))),
+    );
   });
 
   it('refuses to seal records the archive does not hold', async () => {
