@@ -35,6 +35,7 @@ export interface EmulatorServerOptions {
 export class EmulatorServer {
   private server: Server | undefined;
   private connections = 0;
+  private mirroring: Promise<void> = Promise.resolve();
   private readonly sockets = new Set<Socket>();
 
   constructor(
@@ -157,7 +158,17 @@ export class EmulatorServer {
   }
 
   /** Writes the files (write to a temporary name, then rename) so a reader never sees half a file. */
-  private async mirror(): Promise<void> {
+  /**
+   * Mirrors are written one at a time: connections are served concurrently, and two writers of
+   * the same temporary name would rename each other's file away (ENOENT).
+   */
+  private mirror(): Promise<void> {
+    const next = this.mirroring.then(() => this.writeMirror());
+    this.mirroring = next.catch(() => undefined);
+    return next;
+  }
+
+  private async writeMirror(): Promise<void> {
     const dir = this.opts.mirrorDir;
     if (dir === undefined) return;
     const files: [string, Uint8Array | string][] = [
