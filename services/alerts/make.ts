@@ -17,7 +17,8 @@ export type AlertKind =
   | 'REPLAY_STATE_LOST'
   | 'MALFORMED_QUOTE'
   | 'SHARD_INVALID'
-  | 'SHARD_GAP';
+  | 'SHARD_GAP'
+  | 'ENROLMENT_REJECTED';
 
 const SEVERITY: Readonly<Record<AlertKind, Severity>> = {
   PCR_MISMATCH: 'CRITICAL',
@@ -34,6 +35,7 @@ const SEVERITY: Readonly<Record<AlertKind, Severity>> = {
   MALFORMED_QUOTE: 'WARNING',
   SHARD_INVALID: 'CRITICAL',
   SHARD_GAP: 'WARNING',
+  ENROLMENT_REJECTED: 'WARNING',
 };
 
 /** What a component knows when it raises an alert; `key` separates findings of one kind at one place. */

@@ -46,6 +46,7 @@ export async function startEnroller(options: EnrollerOptions): Promise<EnrollerH
     requests: options.topics?.requests ?? TOPIC.enrolRequests,
     challenges: options.topics?.challenges ?? TOPIC.enrolChallenges,
     enrollments: options.topics?.enrollments ?? TOPIC.enrollments,
+    alerts: options.topics?.alerts ?? TOPIC.alerts,
   };
   const ttlMs = options.challengeTtlMs ?? 5 * 60_000;
   const kafka = createKafka({ brokers: options.brokers, clientId: 'imastream-enroller', logger });

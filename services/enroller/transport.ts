@@ -1,6 +1,7 @@
 import type { Rejection } from '../../lib/enrol/types.ts';
 import { ImastreamError } from '../../lib/errors.ts';
 import { parseCredentialFile } from '../../lib/tpm/credential.ts';
+import { makeAlert } from '../alerts/make.ts';
 import { decode, encode } from '../shared/codec.ts';
 import type { ImsProducer, InMessage } from '../shared/kafka.ts';
 import type { Logger } from '../shared/logger.ts';
@@ -21,6 +22,8 @@ export interface EnrolTopics {
   requests: string;
   challenges: string;
   enrollments: string;
+  /** ENROLMENT_REJECTED alerts, so the security team sees refused enrolments (ima.alerts). */
+  alerts: string;
 }
 
 /** Printable ASCII, 1-255 characters: what lib/enrol accepts as a hostId. */
@@ -59,6 +62,15 @@ export function requestsHandler(
       at: now(),
     };
     await send(rejection.hostId, encode('EnrolRejection', record));
+    const alert = makeAlert({
+      kind: 'ENROLMENT_REJECTED',
+      hostId: rejection.hostId,
+      message: `enrolment refused: ${rejection.code}: ${record.message}`,
+      details: { code: rejection.code, ...ids },
+      key: ids.requestId ?? ids.challengeId ?? undefined,
+      at: record.at,
+    });
+    await producer.send(topics.alerts, [{ key: rejection.hostId, value: encode('Alert', alert) }]);
   };
 
   return async (m) => {

@@ -62,7 +62,7 @@ after(async () => {
 
 interface Pipeline {
   enroller: EnrollerHandle;
-  topics: { requests: string; challenges: string; enrollments: string };
+  topics: { requests: string; challenges: string; enrollments: string; alerts: string };
 }
 
 async function pipeline(ekPolicy: EkPolicy, deadLetterTopic?: string): Promise<Pipeline> {
@@ -70,6 +70,7 @@ async function pipeline(ekPolicy: EkPolicy, deadLetterTopic?: string): Promise<P
     requests: unique('enrol-requests'),
     challenges: unique('enrol-challenges'),
     enrollments: unique('enrollments'),
+    alerts: unique('alerts'),
   };
   const created = [...Object.values(topics), ...(deadLetterTopic === undefined ? [] : [deadLetterTopic])];
   await createTopics(kafka, created);
@@ -226,6 +227,16 @@ test('expired, wrong-issuer and self-signed EK certificates are refused over Kaf
     assert.equal(reply?.schema, 'EnrolRejection', requestId);
     assert.equal(reply?.code, code, requestId);
   }
+  // The security team sees each refusal as an alert with the same code.
+  const alerts = await recordsOn<{ kind?: string; severity?: string; details?: string }>(
+    topics.alerts,
+    hostId,
+    (s) => s.length >= cases.length,
+  );
+  assert.deepEqual(
+    alerts.map((a) => [a.kind, a.severity, JSON.parse(a.details ?? '{}').code]).sort(),
+    cases.map(([, , code]) => ['ENROLMENT_REJECTED', 'WARNING', code]).sort(),
+  );
 });
 
 test("the agent stops with IMS_ENROL_REJECTED when the enroller does not trust its EK's manufacturer", async () => {
