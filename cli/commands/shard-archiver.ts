@@ -32,6 +32,12 @@ const SETTINGS = {
     doc: 'Enrollment topic (the AK each host must have signed with)',
   },
   alertsTopic: { flag: 'alerts-topic', default: TOPIC.alerts, parse: parsers.string, doc: 'where alerts go' },
+  hostPrefix: {
+    flag: 'host-prefix',
+    default: '',
+    parse: (text: string) => text,
+    doc: 'archive only hosts whose id starts with this (default: every host)',
+  },
   enrolmentGraceS: {
     flag: 'enrolment-grace-s',
     default: '60',
@@ -57,6 +63,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     enrollmentsTopic: config.enrollmentsTopic,
     alertsTopic: config.alertsTopic,
     enrolmentGraceMs: config.enrolmentGraceS * 1000,
+    ...(config.hostPrefix === '' ? {} : { hostPrefix: config.hostPrefix }),
   });
   await untilStopped(logger, [archiver.stop]);
 

@@ -18,7 +18,14 @@ import { Observer } from './observer.ts';
 import { Pipeline } from './pipeline.ts';
 import { type HostRow, printTable, rowOf } from './report.ts';
 import { crashed, type ServiceProcess } from './services.ts';
-import { printShardTable, type ShardRow, shardRow, startArchiver, waitForArchive } from './shards.ts';
+import {
+  printShardTable,
+  type ShardRow,
+  shardRow,
+  startArchiver,
+  startsWithBootAggregate,
+  waitForArchive,
+} from './shards.ts';
 
 const OPTIONS = {
   json: { type: 'boolean', default: false },
@@ -62,6 +69,15 @@ async function main(): Promise<number> {
   const say = (msg: string) => process.stderr.write(`demo: ${msg}\n`);
 
   const specs = fleetSpecs(runId, Number(v.hosts), v.log ?? [], Number(v.cap), v.tamper);
+  if (v['export-shards'] !== undefined) {
+    // A sealed chain is anchored at seq 0 by the boot's boot_aggregate (docs/shards.md); a corpus
+    // test log without one would be refused by the archiver, rightly, so it is swapped out.
+    specs.forEach((s, i) => {
+      if (s.tamper !== undefined || startsWithBootAggregate(s.source)) return;
+      say(`${s.hostId}: ${s.source.name} does not start with boot_aggregate; a generated log instead`);
+      s.source = syntheticLog(Math.min(Number(v.cap), 1000), i, [3, 200]);
+    });
+  }
   if (v.trim) {
     // Both Linux 7.2 flavours across the fleet: even hosts stage all, odd hosts delete the oldest N.
     specs.forEach((s, i) => {

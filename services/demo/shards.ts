@@ -2,10 +2,12 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel } from 'kafkajs';
+import { eventName } from '../../lib/shard/records.ts';
 import { verifyShardChain } from '../../lib/shard/verify.ts';
 import { ShardStore, safeName } from '../shard-archiver/store.ts';
 import { TOPIC } from '../shared/topics.ts';
 import type { SimHost } from './host.ts';
+import type { LogSource } from './logs.ts';
 import { type ServiceProcess, startService } from './services.ts';
 
 /** The demo's shard figures for one host (`--export-shards`). */
@@ -44,12 +46,16 @@ export async function startArchiver(
     await admin.disconnect();
   }
 
-  return startService(
-    'shard-archiver',
-    ['shard-archiver', '--out', outDir, '--group-id', groupId],
-    logDir,
-    env,
-  );
+  // Only this run's hosts: other runs and tests may be sending shards on ima.shards right now.
+  const args = ['shard-archiver', '--out', outDir, '--group-id', groupId, '--host-prefix', `demo-${runId}-`];
+
+  return startService('shard-archiver', args, logDir, env);
+}
+
+/** Whether a log's first record is a boot_aggregate (what anchors a sealed chain at seq 0). */
+export function startsWithBootAggregate(source: LogSource): boolean {
+  const first = source.records[0];
+  return first !== undefined && eventName(first, true) === 'boot_aggregate';
 }
 
 /** What the archive holds for a host, re-verified offline from the files. */

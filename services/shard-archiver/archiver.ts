@@ -36,6 +36,8 @@ export interface ArchiverStats {
   duplicates: number;
   rejected: number;
   gaps: number;
+  /** Shards of hosts outside `hostPrefix`, left alone. */
+  skipped: number;
 }
 
 export interface ArchiverOptions {
@@ -46,6 +48,8 @@ export interface ArchiverOptions {
   enrolmentGraceMs?: number;
   /** How long an AK replaced by a re-enrolment is still accepted. */
   akOverlapMs?: number;
+  /** Archive only hosts whose id starts with this (an archiver for part of a fleet, a demo run). */
+  hostPrefix?: string;
   now?: () => number;
 }
 
@@ -68,7 +72,7 @@ interface HeldEnrolment {
  * have deterministic ids.
  */
 export class ShardArchiver {
-  readonly stats: ArchiverStats = { stored: 0, duplicates: 0, rejected: 0, gaps: 0 };
+  readonly stats: ArchiverStats = { stored: 0, duplicates: 0, rejected: 0, gaps: 0, skipped: 0 };
   private readonly opts: ArchiverOptions;
   private readonly enrolled = new Map<string, HeldEnrolment>();
   /** When a shard of a host without enrolment was first seen (for the grace period). */
@@ -121,6 +125,11 @@ export class ShardArchiver {
       startSeq: record.startSeq,
       endSeq: record.endSeq,
     };
+    if (this.opts.hostPrefix !== undefined && !record.hostId.startsWith(this.opts.hostPrefix)) {
+      this.stats.skipped++;
+      logger.debug(where, 'shard of a host outside this archiver, skipped');
+      return;
+    }
     if (record.shard === null) {
       // Too big for Kafka: the file exists only on the host. Say so; the chain has a hole here.
       this.stats.gaps++;

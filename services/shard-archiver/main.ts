@@ -20,6 +20,8 @@ export interface ShardArchiverOptions {
   deadLetterTopic?: string;
   enrolmentGraceMs?: number;
   concurrency?: number;
+  /** Archive only hosts whose id starts with this. */
+  hostPrefix?: string;
 }
 
 export interface ShardArchiverHandle {
@@ -45,6 +47,7 @@ export async function startShardArchiver(options: ShardArchiverOptions): Promise
     alertsTopic: options.alertsTopic ?? TOPIC.alerts,
     logger,
     ...(options.enrolmentGraceMs === undefined ? {} : { enrolmentGraceMs: options.enrolmentGraceMs }),
+    ...(options.hostPrefix === undefined ? {} : { hostPrefix: options.hostPrefix }),
   });
   const deadLetterTopic = options.deadLetterTopic ?? TOPIC.deadLetter;
   const enrolments = await kafka.runGroup({
