@@ -97,6 +97,21 @@ return {'cut', stored, newest}
 `);
 
 /**
+ * The deadline sweep's claim on an overdue join: the lease, unless the join is done, taken by
+ * another, or its quote is already parked (then it is joining). KEYS: quote. ARGV: now,
+ * leaseUntil, token. Returns 'claimed', 'done', 'busy' or 'quoted'.
+ */
+const CLAIM_OVERDUE = new LuaScript(`
+if redis.call('HGET', KEYS[1], 'done') then return 'done' end
+local holder = redis.call('HGET', KEYS[1], 'lease')
+local untilMs = tonumber(redis.call('HGET', KEYS[1], 'leaseUntil') or '0')
+if holder and holder ~= ARGV[3] and untilMs > tonumber(ARGV[1]) then return 'busy' end
+if redis.call('HGET', KEYS[1], 'quote') then return 'quoted' end
+redis.call('HSET', KEYS[1], 'lease', ARGV[3], 'leaseUntil', ARGV[2])
+return 'claimed'
+`);
+
+/**
  * The checkpoint side of the join, after the CUT was announced: joins when the quote came
  * meanwhile, else gives the lease back. KEYS: quote. ARGV: now, leaseUntil, token.
  */
@@ -314,6 +329,22 @@ export class QuoteStore {
     await RELABEL.run(this.redis, [hostKeys.quote(hostId, bootId, seq)], [verdict.toString('base64')]);
   }
 
+  /**
+   * Claims an overdue join for its FAILED state (CLAIM_OVERDUE): held like the CUT's lease, so a
+   * quote arriving meanwhile leaves the join to the sweeper, whose judged state then comes last.
+   */
+  async claimOverdue(
+    hostId: string,
+    bootId: string,
+    seq: number,
+    lease: Lease,
+  ): Promise<'claimed' | 'done' | 'busy' | 'quoted'> {
+    const keys = [hostKeys.quote(hostId, bootId, seq)];
+    const reply = await CLAIM_OVERDUE.run(this.redis, keys, [lease.now, lease.now + lease.ms, lease.token]);
+
+    return reply as 'claimed' | 'done' | 'busy' | 'quoted';
+  }
+
   /** The replayer's stored checkpoint (with its cut), or null once expired. */
   async storedCheckpoint(hostId: string, bootId: string, seq: number): Promise<string | null> {
     return this.redis.get(hostKeys.ckpt(hostId, bootId, seq));
@@ -375,9 +406,12 @@ export class QuoteStore {
     await this.redis.zrem(PENDING_JOINS_KEY, pendingMember(hostId, bootId, seq));
   }
 
-  /** Starts the deadline of a half-arrived join (kept if already started). */
+  /**
+   * Starts the deadline of a half-arrived join. The earliest deadline stays (LT): a redelivery
+   * never postpones it, nor does an instance configured with a longer one.
+   */
   async awaitJoin(hostId: string, bootId: string, seq: number, deadline: number): Promise<void> {
-    await this.redis.zadd(PENDING_JOINS_KEY, 'NX', deadline, pendingMember(hostId, bootId, seq));
+    await this.redis.zadd(PENDING_JOINS_KEY, 'LT', deadline, pendingMember(hostId, bootId, seq));
   }
 
   /** Joins past their deadline that this caller won (ZREM), with whether the join ever completed. */

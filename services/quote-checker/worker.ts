@@ -276,14 +276,23 @@ export class QuoteWorker {
     }
   }
 
+  /**
+   * FAILED for a cut shard no quote joined in time. The join's lease is held while it is
+   * published, and the join tried again after: a quote that came meanwhile is judged, and its
+   * state lands after FAILED.
+   */
   private async failUnattested(hostId: string, bootId: string, seq: number): Promise<void> {
     const raw = await this.store.storedCheckpoint(hostId, bootId, seq);
     if (raw === null) return;
-    const { checkpoint, cut } = storedCheckpoint(raw, null);
+    const stored = storedCheckpoint(raw, null);
+    const { checkpoint, cut } = stored;
     if (cut === null) return;
+    if ((await this.store.claimOverdue(hostId, bootId, seq, this.lease())) !== 'claimed') return;
     const akPolicy = await this.akPolicy(hostId);
     const deadlineMs = this.options.deadlineMs;
     await this.produceVerdicts([deadlineVerdict({ checkpoint, cut, akPolicy, now: this.now(), deadlineMs })]);
+    const again = await this.store.joinCheckpoint(hostId, bootId, seq, this.lease());
+    if (again.state === 'join') await this.finishJoin(again.quote, stored);
   }
 
   private deadline(): number {

@@ -39,6 +39,7 @@ const H = {
   deadline: uniqueHost('sl-deadline'),
   kexec: uniqueHost('sl-kexec'),
   order: uniqueHost('sl-order'),
+  burst: uniqueHost('sl-burst'),
 };
 const HOSTS = Object.values(H);
 const WAIT_MS = 60_000;
@@ -293,5 +294,35 @@ describe('shard lifecycle on Kafka, Redis and swtpm', () => {
       `CLOSED ${boot}:4-8`,
       `FAILED ${boot}:0-4`,
     ]);
+  });
+
+  it('judges contiguous, disjoint shards when the quotes of many cuts arrive at once', async () => {
+    const host = H.burst;
+    const boot = `${host}-b:1`;
+    const CUTS = [3, 5, 8, 10, 13, 15];
+    await tpm.reset();
+    const log = records(host, boot, 0, CUTS.at(-1)!);
+    const quotes: Quote[] = [];
+    let at = 0;
+    for (const end of CUTS) {
+      await measure(log.slice(at, end));
+      quotes.push(await takeQuote(host, boot, end));
+      at = end;
+    }
+    // As the agent sends them: each QuoteTaken right after the records it covers.
+    await produce(producer, TOPIC.measurements, 'BootEvent', [bootEvent(host, boot)]);
+    at = 0;
+    for (const end of CUTS) {
+      await produce(producer, TOPIC.measurements, 'LogRecord', log.slice(at, end));
+      await produce(producer, TOPIC.measurements, 'QuoteTaken', [quoteTaken(host, boot, end)]);
+      at = end;
+    }
+    await produce(producer, TOPIC.quotes, 'Quote', quotes);
+
+    const want = CUTS.map((end, i) => `${boot}:${i === 0 ? 0 : CUTS[i - 1]}-${end}`);
+    for (const shardId of want) await stateOf(host, shardId, 'CLOSED');
+    const judged = verdictsOf(host).filter((v) => v.value.status === 'CLOSED' || v.value.status === 'FAILED');
+    assert.deepEqual([...new Set(judged.map((v) => v.value.shardId))].sort(), [...want].sort());
+    assert.ok(judged.every((v) => v.value.status === 'CLOSED'));
   });
 });
