@@ -50,7 +50,7 @@ before(async () => {
   await admin.disconnect();
   tap = new Tap(
     BROKERS,
-    ['stage', 'delete', 'kexec', 'virtual', 'securityfs'].map((f) => `cut-it-${run}-${f}`),
+    ['stage', 'delete', 'kexec', 'virtual', 'securityfs', 'bytes'].map((f) => `cut-it-${run}-${f}`),
   );
   await tap.start([TOPIC, 'ima.quotes']);
 });
@@ -402,6 +402,38 @@ test('securityfs files (read side): the agent follows the kernel list through th
   );
   records(hostId).forEach((r, i) =>
     assert.deepEqual(new Uint8Array(r.templateData), source[i]!.templateData),
+  );
+});
+
+test('--cut-bytes: the delete flavour cuts on the size of the current list', {
+  timeout: 600_000,
+}, async () => {
+  const hostId = `cut-it-${run}-bytes`;
+  const host = await StagingHost.start(
+    { hostId, brokers: BROKERS.join(','), topic: TOPIC, cutArgs: ['--cut', 'delete', '--cut-bytes', '3000'] },
+    base,
+  );
+  hosts.push(host);
+  const source = generateLog({ records: 120, seed: 9 }).records;
+  await host.startAgent();
+  for (let i = 0; i < source.length; i += BATCH) {
+    await host.measure(source.slice(i, i + BATCH));
+    await tap.until(() => records(hostId).length >= i + BATCH, 30_000);
+  }
+  assert.ok(await tap.until(() => records(hostId).length >= source.length, 60_000));
+  const listBytes = async () => (await host.control.read('current')).byteLength;
+  assert.ok(
+    await untilAsync(async () => (await listBytes()) < 3000, 60_000),
+    'the list is cut below 3000 bytes',
+  );
+  assert.equal((await host.stopAgent('SIGTERM')).code, 0);
+  const snapshots = tap.values<SnapshotEvent>('SnapshotEvent', hostId, TOPIC);
+  assert.ok(snapshots.length >= 3, `several size-triggered cuts (${snapshots.length})`);
+  const state = await host.control.state();
+  assert.equal(state.freed, Math.max(...snapshots.map((x) => x.seq)));
+  assert.deepEqual(
+    records(hostId).map((r) => r.seq),
+    source.map((_, i) => i),
   );
 });
 
