@@ -26,11 +26,13 @@ import { listShardFiles, shardDir } from '../services/agent/shard-sealer.ts';
 import { SimHost } from '../services/demo/host.ts';
 import { syntheticLog } from '../services/demo/logs.ts';
 import { startGroupsAtEnd } from '../services/demo/services.ts';
+import { startEnroller } from '../services/enroller/main.ts';
+import { startQuoteChecker } from '../services/quote-checker/main.ts';
 import { hostKeyPattern, hostKeys } from '../services/replayer/keys.ts';
 import { startReplayer } from '../services/replayer/main.ts';
 import { encode } from '../services/shared/codec.ts';
 import { createLogger } from '../services/shared/logger.ts';
-import { SHARDS_MAX_MESSAGE_BYTES } from '../services/shared/topics.ts';
+import { SHARDS_MAX_MESSAGE_BYTES, TOPIC } from '../services/shared/topics.ts';
 
 const { values } = parseArgs({
   options: {
@@ -121,9 +123,28 @@ async function main(): Promise<void> {
     }),
   );
   const groupId = `bench-replayer-${run}`;
-  await startGroupsAtEnd(brokers, [groupId]);
+  const checkerGroup = `bench-qc-${run}`;
+  await startGroupsAtEnd(brokers, [groupId, checkerGroup]);
   const replayer = await startReplayer({ brokers, redisUrl, logger, groupId, concurrency: 6 });
-  await replayer.joined;
+  // A quote-checker too, so the host's Redis state is the whole pipeline's (joined quotes).
+  const checker = await startQuoteChecker({
+    brokers,
+    redisUrl,
+    logger,
+    groupId: checkerGroup,
+    refsGroupId: `bench-qc-refs-${run}`,
+  });
+  await Promise.all([replayer.joined, checker.joined]);
+  // The agent enrols its AK on first start (this swtpm has no EK certificate: tofu).
+  const enrollerGroup = `bench-enroller-${run}`;
+  await startGroupsAtEnd(brokers, [enrollerGroup], [TOPIC.enrolRequests]);
+  const enroller = await startEnroller({
+    brokers,
+    logger,
+    ekPolicy: { trustStore: null, withoutCertificate: 'tofu', allowList: new Set() },
+    groupId: enrollerGroup,
+  });
+  await enroller.joined;
   const source = syntheticLog(RECORDS, 7);
   const host = await SimHost.start(
     { hostId, source, brokers: brokers.join(','), quoteIntervalS: 3600, shardsTopic },
@@ -160,6 +181,8 @@ async function main(): Promise<void> {
       },
       600_000,
     );
+    // The last quote's checkpoint and verdict settle shortly after the last record.
+    await until('the quote-checker to judge every quote', () => checker.stats.quotes >= sealed, 120_000);
     const seconds = (Date.now() - t0) / 1000;
 
     const ready = host.agentLines().find((l) => l.msg === 'agent ready');
@@ -208,6 +231,8 @@ async function main(): Promise<void> {
   } finally {
     await host.stop();
     await replayer.stop();
+    await checker.stop();
+    await enroller.stop();
     const keys = await redis.keys(hostKeyPattern(hostId));
     if (keys.length > 0) await redis.del(...keys);
     redis.disconnect();
