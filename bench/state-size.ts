@@ -2,8 +2,9 @@
  * Benchmark: how much state one host costs, per 100,000 records. A realistic synthetic log
  * (lib/ima/synthetic.ts: ima-ng / ima-sig / ima-buf mix, boot_aggregate first) is played into a
  * real swtpm and a log file; the real agent (`imastream agent`, a child process) archives,
- * produces and, at a challenge every --shard records, quotes and seals a shard; a real replayer
- * (in process, its own consumer group) applies the records to Redis. Then it prints:
+ * produces and, at a challenge every --shard records, quotes and seals a shard (enrolled by a
+ * real enroller, tofu); a real replayer and quote-checker (in process, their own consumer groups)
+ * keep the host's state in Redis. Then it prints:
  *
  * - the host archive: records.bin + index.bin (+ meta.json), and the sealed shard files;
  * - the Redis state of the host: MEMORY USAGE of every `h:{hostId}:*` key;
