@@ -20,8 +20,11 @@ export interface CutHost {
   update(change: Partial<AgentPosition>): void;
   /** Reads, archives (fsync), produces (broker ack) and saves past everything the cursor can read. */
   readAll(): Promise<void>;
-  /** Quotes until a quote covers [0, cutSeq); sends it and the SnapshotEvent; returns the quoteId. */
-  quoteAtCut(cutSeq: number): Promise<string>;
+  /**
+   * Quotes until a quote covers [0, from); sends it and the SnapshotEvent (at `from`, or with
+   * `atQuote` at the quote's own seq); returns the cut's seq and quoteId.
+   */
+  quoteAtCut(from: number, atQuote: boolean): Promise<{ seq: number; quoteId: string }>;
   /** Archived raw records [from, to). */
   archived(from: number, to: number): Uint8Array[];
 }
@@ -102,7 +105,7 @@ export class LogCutter {
         throw new ImastreamError('IMS_AGENT_KERNEL_STATE', 'the staged list was not read to its end');
       }
       const cutSeq = pos.cut.cutSeq;
-      const quoteId = await host.quoteAtCut(cutSeq);
+      const { quoteId } = await host.quoteAtCut(cutSeq, false);
       crashPoint('cut-quoted');
       cut = { ...pos.cut, phase: 'quoted', cutSeq, quoteId };
       host.update({ cut });
@@ -129,12 +132,13 @@ export class LogCutter {
     crashPoint('cut-begin');
     await host.readAll();
     const pos = host.position();
-    const n = pos.cursorSeq - pos.listBase;
-    if (n <= 0 || pos.cursor !== 'current' || pos.cursorSeq !== pos.nextSeq) return;
-    const cutSeq = pos.cursorSeq;
-    const cutBytes = pos.logOffset;
-    const quoteId = await host.quoteAtCut(cutSeq);
+    if (pos.cursorSeq <= pos.listBase || pos.cursor !== 'current' || pos.cursorSeq !== pos.nextSeq) return;
+    // N is chosen at the quote's own seq, so the cut and its closing quote are the same point
+    // (every record below it was archived and acknowledged: a quote is placed within what was read).
+    const { seq: cutSeq, quoteId } = await host.quoteAtCut(pos.listBase + 1, true);
     crashPoint('cut-quoted');
+    const n = cutSeq - pos.listBase;
+    const cutBytes = await this.headBytes(n);
     const cut: CutJournal = { ...journal('delete', 'quoted'), cutSeq, n, cutBytes, quoteId };
     host.update({ cut });
     crashPoint('cut-journaled');
@@ -163,6 +167,29 @@ export class LogCutter {
         ? { logOffset: after.logOffset - cut.cutBytes }
         : { logOffset: 0, cursorSeq: cut.cutSeq, cursor: 'current' as const };
     host.update({ ...moved, listBase: cut.cutSeq, cut: null });
+  }
+
+  /** Bytes of the first `n` records of the current list (checked against the archive). */
+  private async headBytes(n: number): Promise<number> {
+    const pos = this.host.position();
+    const { records } = await readList(this.host.kernel, 'current', 0, this.host.digestAlg);
+    const archived = this.host.archived(pos.listBase, pos.listBase + n);
+    const head = records.slice(0, n);
+    if (
+      head.length !== n ||
+      archived.length !== n ||
+      !head.every((r, i) => bytesEqual(r.raw, archived[i] as Uint8Array))
+    ) {
+      throw new ImastreamError(
+        'IMS_AGENT_KERNEL_STATE',
+        `the current list does not start with the ${n} archived records of the cut`,
+        {
+          details: { listBase: pos.listBase, n },
+        },
+      );
+    }
+
+    return head.reduce((sum, r) => sum + r.raw.byteLength, 0);
   }
 
   /** The staged list about to be freed must be exactly the archived records [listBase, cutSeq). */

@@ -526,28 +526,33 @@ export class Agent {
   }
 
   /**
-   * The quote at a cut: it must cover every record being freed (seq ≥ cutSeq). The TPM may lag
+   * The quote at a cut: it must cover every record being freed (seq ≥ `from`). The TPM may lag
    * what was read (the kernel appends, then extends), so quotes are retried a bounded number of
-   * times. The SnapshotEvent follows the quote; one the broker already holds is not sent again.
+   * times. The SnapshotEvent follows the quote, at `from` (stage all: the cut is where `A` put
+   * it), or with `atQuote` exactly at the quote's seq (delete N: the cut is then chosen there).
+   * A SnapshotEvent the broker already holds in that range is not sent again: its cut is reused.
    */
-  private async quoteAtCut(cutSeq: number, kind: 'STAGING' | 'VIRTUAL'): Promise<string> {
-    const known = this.snapshotsSent.get(cutSeq);
-    if (known !== undefined && known !== null) return known;
+  private async quoteAtCut(from: number, atQuote: boolean): Promise<{ seq: number; quoteId: string }> {
+    for (const [seq, quoteId] of this.snapshotsSent) {
+      const inRange = atQuote ? seq >= from && seq <= this.pos.nextSeq : seq === from;
+      if (inRange && quoteId !== null) return { seq, quoteId };
+    }
     for (let attempt = 0; attempt < CUT_QUOTE_TRIES; attempt++) {
       const epoch = this.kafka.currentNonce();
       // Without a fleet nonce yet, a fresh random one: the quote still closes the shard offline.
       const nonce = epoch?.nonce ?? randomBytes(20);
       const quoteId = `cut-${randomUUID()}`;
       const placed = await this.quote(nonce, epoch?.epoch ?? null, quoteId);
-      if (placed.seq >= cutSeq) {
-        await this.sendSnapshot(kind, cutSeq, quoteId);
-        return quoteId;
+      if (placed.seq >= from) {
+        const seq = atQuote ? placed.seq : from;
+        await this.sendSnapshot('STAGING', seq, quoteId);
+        return { seq, quoteId };
       }
       await sleep(CUT_QUOTE_PAUSE_MS);
     }
-    throw new ImastreamError('IMS_AGENT_CUT_FAILED', `no quote covers the cut at seq ${cutSeq}`, {
+    throw new ImastreamError('IMS_AGENT_CUT_FAILED', `no quote covers the cut at seq ${from}`, {
       canRetry: true,
-      details: { cutSeq },
+      details: { cutSeq: from },
     });
   }
 
@@ -588,7 +593,7 @@ export class Agent {
       position: () => this.pos,
       update: (change) => this.savePos(change),
       readAll: () => this.step(),
-      quoteAtCut: (cutSeq) => this.quoteAtCut(cutSeq, 'STAGING'),
+      quoteAtCut: (from, atQuote) => this.quoteAtCut(from, atQuote),
       archived: (from, to) => this.archive.read(from, to),
     };
   }

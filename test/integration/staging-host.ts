@@ -52,7 +52,7 @@ export class StagingHost {
   static async start(spec: StagingHostSpec, base: string): Promise<StagingHost> {
     const dir = join(base, spec.hostId);
     mkdirSync(dir, { recursive: true });
-    const host = new StagingHost(spec, dir, await Swtpm.start());
+    const host = new StagingHost(spec, dir, await startSwtpm());
     await host.preEnrol();
     await host.startEmulator();
 
@@ -224,5 +224,20 @@ export class StagingHost {
     await this.control?.close().catch(() => undefined);
     this.emulator?.kill('SIGTERM');
     await this.tpm.stop();
+  }
+}
+
+/**
+ * swtpm on a free port pair; the harness's search for P with P+1 free sometimes finds none while
+ * many broker connections hold ephemeral ports, so it is tried again a few times.
+ */
+async function startSwtpm(): Promise<Swtpm> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await Swtpm.start();
+    } catch (err) {
+      if (attempt >= 5 || !/free loopback port/.test((err as Error).message)) throw err;
+      await sleep(500 * attempt);
+    }
   }
 }
