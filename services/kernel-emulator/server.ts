@@ -135,7 +135,8 @@ export class EmulatorServer {
       const m = measurementOf(req);
       if (req.op === 'measure') this.kernel.measure(m);
       else this.kernel.completeKexec(m);
-      await this.opts.onMeasure?.(m);
+      if (this.opts.onMeasure !== undefined) await this.opts.onMeasure(m);
+      else await this.opts.onMeasureMany?.([m]);
     } else throw new KernelFileError('EINVAL', `unknown operation ${(req as { op?: unknown }).op}`);
     await this.mirror();
 

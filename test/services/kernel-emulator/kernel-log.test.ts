@@ -97,6 +97,55 @@ describe('SocketKernelLog and EmulatorServer', () => {
       errno('EPERM'),
     );
   });
+
+  it('measures a batch, extends it once through onMeasureMany, and carries staged records over a kexec', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'kemu-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const kernel = new EmulatedKernel();
+    const extended: number[] = [];
+    const server = new EmulatorServer(kernel, {
+      socketPath: join(dir, 'ima.sock'),
+      mirrorDir: dir,
+      // Called after the records are in the list, as the kernel appends before it extends.
+      onMeasureMany: async (ms) => {
+        assert.equal(kernel.count() + kernel.stagedCount() >= ms.length, true);
+        extended.push(ms.length);
+      },
+    });
+    await server.listen();
+    t.after(() => server.close());
+    const log = await SocketKernelLog.connect(join(dir, 'ima.sock'));
+    t.after(() => log.close());
+
+    await log.measureMany(records.slice(0, 6));
+    assert.deepEqual(extended, [6]);
+    await assert.rejects(log.measureMany(Array.from({ length: 1001 }, () => records[0]!)), errno('EINVAL'));
+    assert.equal(await log.count(), 6, 'a refused batch logs nothing');
+    await log.stageAll();
+    await log.measureMany(records.slice(6, 8));
+    await log.suspendForKexec();
+    await assert.rejects(log.deleteStaged(), errno('EPERM'));
+    await log.completeKexec(records[0]!);
+    assert.deepEqual(
+      extended,
+      [6, 2, 1],
+      "the new kernel's boot_aggregate is extended, carried records are not",
+    );
+    const list = parseBinaryLog(await log.read('current')).records;
+    assert.equal(list.length, 9);
+    assert.deepEqual(
+      list.slice(0, 8).map((r) => r.templateData),
+      records.slice(0, 8).map((r) => r.templateData),
+      'staged records first, then the current ones',
+    );
+    assert.deepEqual(await log.state(), { count: 9, staged: 0, freed: 0, suspended: false });
+    // Concurrent changes from two connections: the mirror stays whole (one writer of its temp files).
+    const other = await SocketKernelLog.connect(join(dir, 'ima.sock'));
+    t.after(() => other.close());
+    await Promise.all([log.measureMany(records.slice(0, 3)), other.measureMany(records.slice(3, 6))]);
+    const mirrored = new Uint8Array(await readFile(join(dir, 'binary_runtime_measurements')));
+    assert.deepEqual(mirrored, await log.read('current'));
+  });
 });
 
 describe('SecurityfsKernelLog', () => {
