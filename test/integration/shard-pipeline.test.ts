@@ -25,9 +25,9 @@ import { startGroupsAtEnd } from '../../services/demo/services.ts';
 import { Tap } from '../../services/demo/tap.ts';
 import { type EnrollerHandle, startEnroller } from '../../services/enroller/main.ts';
 import { type ShardArchiverHandle, startShardArchiver } from '../../services/shard-archiver/main.ts';
-import { encode } from '../../services/shared/codec.ts';
+import { encode, MAX_MESSAGE_BYTES } from '../../services/shared/codec.ts';
 import type { Alert, DeadLetter, Enrollment, SealedShard } from '../../services/shared/records.ts';
-import { TOPIC } from '../../services/shared/topics.ts';
+import { SHARDS_MAX_MESSAGE_BYTES, TOPIC } from '../../services/shared/topics.ts';
 import { quietLogger, watchTopic } from '../services/replayer/pipeline.ts';
 import { createTopics, memoryLogger, testKafka, unique, waitFor } from './kafka-helpers.ts';
 
@@ -90,6 +90,16 @@ async function send(topic: string, messages: { key: string; value: Buffer }[]): 
   await producer.connect();
   await producer.send({ topic, messages });
   await producer.disconnect();
+}
+
+async function withAdmin<T>(fn: (admin: ReturnType<Kafka['admin']>) => Promise<T>): Promise<T> {
+  const admin = new Kafka({ clientId: 'shard-it', brokers: BROKERS, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 /** Sends a challenge and waits for the agent's quote to be answered (logged as sent). */
@@ -365,4 +375,52 @@ test('the archiver refuses a record that lies about its file, a second file for 
     [Buffer.from(files[0]!).toString('hex')],
     'the archived shard is untouched',
   );
+});
+
+test('a shard message of 7 MiB travels through ima.shards-sized topics to the archiver', async () => {
+  const big = unique('shards-big');
+  await withAdmin(async (admin) => {
+    await admin.createTopics({
+      topics: [
+        {
+          topic: big,
+          numPartitions: 1,
+          replicationFactor: 1,
+          configEntries: [{ name: 'max.message.bytes', value: String(SHARDS_MAX_MESSAGE_BYTES) }],
+        },
+      ],
+      waitForLeaders: true,
+    });
+  });
+  const archiver = await startShardArchiver({
+    brokers: BROKERS,
+    logger,
+    outDir: join(base, 'archive-big'),
+    groupId: unique('archiver'),
+    shardsTopic: big,
+    alertsTopic: topics.alerts,
+    deadLetterTopic: topics.deadLetter,
+    enrolmentGraceMs: 0,
+  });
+  archivers.push(archiver);
+  await archiver.joined;
+  // Not a real shard (the host is not enrolled, so it is refused before any parsing): the point
+  // is the size, which the codec, the topic and the consumer must all let through.
+  const stranger = `${hostId}-big`;
+  const shard = Buffer.alloc(7 * 1024 * 1024, 1);
+  const value = encode('SealedShard', {
+    hostId: stranger,
+    bootId: 'boot:1',
+    startSeq: 0,
+    endSeq: 1,
+    quoteId: 'q-big',
+    digest: Buffer.alloc(32),
+    size: shard.length,
+    shard,
+    at: Date.now(),
+  });
+  assert.ok(value.length > MAX_MESSAGE_BYTES * 7);
+  await send(big, [{ key: stranger, value }]);
+  await waitFor('the big shard judged', () => archiver.stats.rejected >= 1, 60_000);
+  assert.deepEqual(archiver.stats, { stored: 0, duplicates: 0, rejected: 1, gaps: 0, skipped: 0 });
 });
