@@ -9,7 +9,7 @@ import { decode, encode, MAX_SHARD_MESSAGE_BYTES } from '../shared/codec.ts';
 import type { ImsProducer, InMessage } from '../shared/kafka.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { Enrollment, SealedShard } from '../shared/records.ts';
-import type { ShardStore } from './store.ts';
+import { type ShardStore, safeName } from './store.ts';
 
 /**
  * The policies the enroller writes (docs/enrolment.md). As for the quote-checker, only an `active`
@@ -125,6 +125,15 @@ export class ShardArchiver {
       startSeq: record.startSeq,
       endSeq: record.endSeq,
     };
+    const badId = idProblem(record.hostId) ?? idProblem(record.bootId);
+    if (badId !== undefined) {
+      // Not an id a host could have (the agent and the file format allow 1-255 printable
+      // characters): nobody to alert about, and no safe file name. Dead-lettered only.
+      this.stats.rejected++;
+      throw new ImastreamError('IMS_SHARD_REJECTED', `SHARD_RECORD_MISMATCH: ${badId}`, {
+        details: { codes: ['SHARD_RECORD_MISMATCH'] },
+      });
+    }
     if (this.opts.hostPrefix !== undefined && !record.hostId.startsWith(this.opts.hostPrefix)) {
       this.stats.skipped++;
       logger.debug(where, 'shard of a host outside this archiver, skipped');
@@ -263,6 +272,15 @@ export class ShardArchiver {
       { key: record.hostId, value: encode('Alert', alert) },
     ]);
   }
+}
+
+/** Why a host or boot id from a record cannot be archived, if it cannot. */
+function idProblem(id: string): string | undefined {
+  if (!/^[\x21-\x7e]{1,255}$/.test(id)) return 'a host or boot id is not 1-255 printable characters';
+  // Percent-encoding may triple a character; a file name has at most 255 bytes.
+  if (safeName(id).length > 255) return 'a host or boot id is too long to be a file name';
+
+  return undefined;
 }
 
 /** An enrolment that vouches for its AK: written by the enroller, active. */

@@ -355,10 +355,23 @@ test('the archiver refuses a record that lies about its file, a second file for 
     { key: hostId, value: encode('SealedShard', lying) },
     { key: hostId, value: encode('SealedShard', record(other)) },
     { key: hostId, value: encode('SealedShard', unsent) },
+    // An id no host can have (and no safe file name): dead-lettered, nothing else.
+    { key: hostId, value: encode('SealedShard', { ...record(files[1]!), hostId: '../../etc x' }) },
   ]);
   await waitFor(
-    'two refusals and a gap',
-    () => archiver.stats.rejected >= before + 2 && archiver.stats.gaps >= 1,
+    'three refusals and a gap',
+    () => archiver.stats.rejected >= before + 3 && archiver.stats.gaps >= 1,
+    60_000,
+  );
+  await waitFor(
+    'the dead letter of the bad id',
+    () =>
+      deadLetters.seen.some(
+        (t) =>
+          t.schema === 'DeadLetter' &&
+          (t.value as unknown as DeadLetter).reason === 'IMS_SHARD_REJECTED' &&
+          /printable/.test((t.value as unknown as DeadLetter).message),
+      ),
     60_000,
   );
   await waitFor(
