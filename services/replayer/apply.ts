@@ -3,6 +3,7 @@ import type { HashAlg } from '../../lib/hash.ts';
 import { PcrReplay } from '../../lib/ima/replay.ts';
 import type { SnapshotAggregate } from '../../lib/ima/snapshot-aggregate.ts';
 import { makeAlert } from '../alerts/make.ts';
+import { QUOTE_TRAIL_MAX } from '../shared/quote-trail.ts';
 import type {
   BootEvent,
   Checkpoint,
@@ -12,7 +13,14 @@ import type {
   SnapshotEvent,
 } from '../shared/records.ts';
 import { cutAt, type ShardCut } from './cuts.ts';
-import { freshDoc, type PendingQuote, type ReplayDoc, type Scheme, type SchemePin } from './doc.ts';
+import {
+  freshDoc,
+  type PendingQuote,
+  type RecentPcrs,
+  type ReplayDoc,
+  type Scheme,
+  type SchemePin,
+} from './doc.ts';
 import type { MeasurementEvent, ReplayEffect } from './events.ts';
 import { holdAt, resendRequest } from './gap.ts';
 import { flattenPcrs, pcrsFromJson, pcrsToJson } from './pcrs.ts';
@@ -31,10 +39,12 @@ const PAST_BOOTS_KEPT = 8;
 /** QuoteTaken markers remembered while a gap holds the host. */
 const PENDING_QUOTES_KEPT = 32;
 /**
- * Seqs whose PCR values are kept for a late QuoteTaken: the last ones of each batch. The agent
- * sends QuoteTaken right after the records it covers, so it trails them by a few records at most.
+ * Seqs whose PCR values are kept in the doc for a QuoteTaken in a later batch: the last ones of
+ * each batch. The agent produces at most QUOTE_TRAIL_MAX records past a quote's seq before its
+ * QuoteTaken (docs/contract.md), so a QuoteTaken that a batch boundary separates from its
+ * records still finds its seq here. Within one batch every named seq is kept (HostBatch.named).
  */
-export const RECENT_PCRS_KEPT = 8;
+export const RECENT_PCRS_KEPT = QUOTE_TRAIL_MAX + 1;
 
 /** One host's consecutive events from one Kafka batch, with the state stored before them. */
 export interface ApplyInput {
@@ -85,6 +95,14 @@ class HostBatch {
   private droppedResendDue = false;
   /** LogRecords of the batch not yet seen: the last RECENT_PCRS_KEPT of them leave PCR values behind. */
   private recordsLeft: number;
+  /**
+   * `<bootId>/<seq>` of every QuoteTaken and quoted SnapshotEvent in this batch: the replay keeps
+   * its values at those seqs while passing them, so a marker that trails its records inside the
+   * batch is checkpointed however many records came between (not only the last few).
+   */
+  private readonly named: Set<string>;
+  /** The values kept for `named` seqs during this batch (not stored: the doc's ring is for later batches). */
+  private readonly batchPcrs = new Map<string, RecentPcrs>();
 
   constructor(private readonly input: ApplyInput) {
     const d = input.doc;
@@ -93,6 +111,7 @@ class HostBatch {
     if (this.doc !== null) this.honourPin(this.doc, input.pin);
     if (this.doc !== null) this.honourClosed(this.doc, input.closed ?? null);
     this.recordsLeft = input.events.filter((e) => e.type === 'LogRecord').length;
+    this.named = namedSeqs(input.events);
   }
 
   apply(ev: MeasurementEvent): void {
@@ -232,16 +251,22 @@ class HostBatch {
     }
     if (claim !== undefined && start === undefined) this.checkSnapshot(doc, rec, claim);
     this.extend(doc, rec);
-    if (this.recordsLeft < RECENT_PCRS_KEPT) this.keepRecent(doc);
+    const named = this.named.has(seqKey(doc.bootId, doc.nextSeq));
+    if (named || this.recordsLeft < RECENT_PCRS_KEPT) {
+      const entry = this.recentEntry(doc);
+      if (named) this.batchPcrs.set(seqKey(doc.bootId, doc.nextSeq), entry);
+      if (this.recordsLeft < RECENT_PCRS_KEPT) {
+        doc.recent = [...doc.recent.filter((r) => r.seq < doc.nextSeq), entry].slice(-RECENT_PCRS_KEPT);
+      }
+    }
     this.afterAdvance(doc);
   }
 
-  /** Keeps the PCR values at nextSeq in the doc's small ring. */
-  private keepRecent(doc: ReplayDoc): void {
+  /** The replay's values at nextSeq, as the ring keeps them. */
+  private recentEntry(doc: ReplayDoc): RecentPcrs {
     const replay = this.pcrs(doc);
     const pcrs = pcrsToJson(doc.schemes.flatMap((s) => flattenPcrs(s, replay.values(s))));
-    const entry = { seq: doc.nextSeq, schemes: [...doc.schemes], pcrs };
-    doc.recent = [...doc.recent.filter((r) => r.seq < doc.nextSeq), entry].slice(-RECENT_PCRS_KEPT);
+    return { seq: doc.nextSeq, schemes: [...doc.schemes], pcrs };
   }
 
   /**
@@ -387,11 +412,12 @@ class HostBatch {
 
   /**
    * A QuoteTaken for a seq the replay already passed: records after it came first. Checkpointed from
-   * the ring of recent PCR values when that seq is still in it (a redelivered QuoteTaken gives the
-   * same checkpoint again); otherwise it is skipped and its shard ends in SHARD_DEADLINE.
+   * the values this batch kept at that seq, or from the doc's ring of recent values (a QuoteTaken
+   * separated from its records by a batch boundary; a redelivered QuoteTaken gives the same
+   * checkpoint again); otherwise it is skipped and its shard ends in SHARD_DEADLINE.
    */
   private lateCheckpoint(doc: ReplayDoc, seq: number, kind: CutKind | null): void {
-    const kept = doc.recent.find((r) => r.seq === seq);
+    const kept = this.batchPcrs.get(seqKey(doc.bootId, seq)) ?? doc.recent.find((r) => r.seq === seq);
     if (kept === undefined) {
       this.skipped++;
       return;
@@ -485,4 +511,19 @@ class HostBatch {
   private alert(f: Omit<Parameters<typeof makeAlert>[0], 'at'>): void {
     this.effects.push({ kind: 'alert', alert: makeAlert({ ...f, at: this.input.now }) });
   }
+}
+
+function seqKey(bootId: string, seq: number): string {
+  return `${bootId}/${seq}`;
+}
+
+/** The seqs a batch's QuoteTakens and quoted SnapshotEvents name, per boot. */
+function namedSeqs(events: readonly MeasurementEvent[]): Set<string> {
+  const named = new Set<string>();
+  for (const ev of events) {
+    if (ev.type === 'QuoteTaken' || (ev.type === 'SnapshotEvent' && ev.value.quoteId !== null)) {
+      named.add(seqKey(ev.value.bootId, ev.value.seq));
+    }
+  }
+  return named;
 }

@@ -5,6 +5,7 @@ import { PcrReplay } from '../../../lib/ima/replay.ts';
 import { type ApplyInput, applyBatch, RECENT_PCRS_KEPT } from '../../../services/replayer/apply.ts';
 import type { ReplayDoc } from '../../../services/replayer/doc.ts';
 import type { MeasurementEvent, ReplayEffect } from '../../../services/replayer/events.ts';
+import { QUOTE_TRAIL_MAX } from '../../../services/shared/quote-trail.ts';
 import type { LogRecord } from '../../../services/shared/records.ts';
 import { bootEvent, logRecord, quoteTaken, snapshot } from './fixtures.ts';
 
@@ -280,16 +281,41 @@ describe('applyBatch with a QuoteTaken behind the records', () => {
     assert.deepEqual(nth(again.effects, 0, 'checkpoint').checkpoint, ckpt);
   });
 
-  it('keeps a bounded ring, so a QuoteTaken too far behind is skipped', () => {
+  it('checkpoints a QuoteTaken however far it trails its records inside one batch', () => {
     const n = RECENT_PCRS_KEPT + 12;
-    const out = run(null, [boot(), ...range(0, n).map((s) => rec(s)), taken(3)]);
+    const out = run(null, [boot(), ...range(0, n).map((s) => rec(s)), taken(3), rec(n), taken(n - 1)]);
 
-    assert.deepEqual(kinds(out.effects), []);
-    assert.equal(out.skipped, 1);
+    const ckpts = out.effects.filter((e) => e.kind === 'checkpoint').map((e) => e.checkpoint);
+    assert.deepEqual(
+      ckpts.map((c) => c.seq),
+      [3, n - 1],
+    );
+    assert.deepEqual(new Uint8Array(valueAt(ckpts[0]!, 'sha1')!), truthAt(3).value('perbank', 'sha1', 10));
+    assert.deepEqual(
+      new Uint8Array(valueAt(ckpts[1]!, 'sha1')!),
+      truthAt(n - 1).value('perbank', 'sha1', 10),
+    );
+    // The named seqs are not stored: the doc's ring still holds only the batch's last seqs.
     assert.deepEqual(
       out.doc?.recent.map((r) => r.seq),
+      range(n + 1 - RECENT_PCRS_KEPT + 1, n + 2),
+    );
+  });
+
+  it('keeps a bounded ring for later batches, so a QuoteTaken too far behind them is skipped', () => {
+    const n = RECENT_PCRS_KEPT + 12;
+    const records = run(null, [boot(), ...range(0, n).map((s) => rec(s))]);
+    const trailing = QUOTE_TRAIL_MAX;
+    const inReach = run(records.doc, [taken(n - trailing)]);
+    const tooFar = run(records.doc, [taken(n - RECENT_PCRS_KEPT)]);
+
+    assert.deepEqual(
+      records.doc?.recent.map((r) => r.seq),
       range(n - RECENT_PCRS_KEPT + 1, n + 1),
     );
+    assert.equal(nth(inReach.effects, 0, 'checkpoint').checkpoint.seq, n - trailing);
+    assert.deepEqual(kinds(tooFar.effects), []);
+    assert.equal(tooFar.skipped, 1);
   });
 
   it('checkpoints only the scheme pinned since the values were kept', () => {
