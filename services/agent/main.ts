@@ -358,22 +358,27 @@ export class Agent {
    * Reads the cursor's list from its offset; archives, produces and saves batch by batch. At the
    * end of a staged list the cursor moves to the new current list (its seqs follow the staged
    * ones). Records below `nextSeq` (re-read after a kexec) are checked against the archive only.
+   * With `limit`, at most that many new records are sent (a quote being placed reads a few at a
+   * time: quoter.ts); the rest stay in the kernel's list for the next read. Returns how many were sent.
    */
-  private async step(): Promise<void> {
+  private async step(limit = Number.POSITIVE_INFINITY): Promise<number> {
+    let sent = 0;
     for (;;) {
       const { cursor, logOffset } = this.pos;
       const read = await readList(this.kernel, cursor, logOffset, this.config.digestAlg, this.byteOrder);
       this.byteOrder ??= read.byteOrder;
       if (read.records.length === 0) {
-        if (cursor !== 'staged') return;
+        if (cursor !== 'staged') return sent;
         const cut = this.pos.cut === null ? null : { ...this.pos.cut, cutSeq: this.pos.cursorSeq };
         this.savePos({ cursor: 'current', logOffset: 0, cut });
         continue;
       }
-      const fresh = this.skipKnown(read.records);
+      const fresh = this.skipKnown(read.records).slice(0, limit - sent);
       for (let i = 0; i < fresh.length; i += this.config.batchSize) {
         await this.ship(fresh.slice(i, i + this.config.batchSize));
       }
+      sent += fresh.length;
+      if (sent >= limit) return sent;
     }
   }
 
@@ -487,7 +492,7 @@ export class Agent {
       akAlg: this.config.akAlg,
       matcher: this.matcher,
     };
-    const placed = await quoteAndPlace({ ...deps, readMore: () => this.step() }, nonce);
+    const placed = await quoteAndPlace({ ...deps, readMore: (limit) => this.step(limit) }, nonce);
     if (placed.attest.clockInfo.resetCount !== this.pos.resetCount) {
       throw new ImastreamError(
         'IMS_CONFIG_INVALID',
@@ -592,7 +597,9 @@ export class Agent {
       digestAlg: this.config.digestAlg,
       position: () => this.pos,
       update: (change) => this.savePos(change),
-      readAll: () => this.step(),
+      readAll: async () => {
+        await this.step();
+      },
       quoteAtCut: (from, atQuote) => this.quoteAtCut(from, atQuote),
       archived: (from, to) => this.archive.read(from, to),
     };
