@@ -13,10 +13,7 @@ export class Reader {
   private readonly end: number;
   private readonly truncatedCode: ErrorCode;
 
-  constructor(
-    buf: Uint8Array,
-    options: { start?: number; end?: number; truncatedCode?: ErrorCode } = {},
-  ) {
+  constructor(buf: Uint8Array, options: { start?: number; end?: number; truncatedCode?: ErrorCode } = {}) {
     this.buf = buf;
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     this.pos = options.start ?? 0;

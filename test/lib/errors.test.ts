@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { ERROR_CODES, ImastreamError, hasCode, isImastreamError } from '../../lib/errors.ts';
+import { ERROR_CODES, hasCode, ImastreamError, isImastreamError } from '../../lib/errors.ts';
 
 const docs = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
 

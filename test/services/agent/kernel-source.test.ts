@@ -35,7 +35,9 @@ describe('FileKernelLog + readList', () => {
     const a = await readList(log, 'current', 0, 'sha1');
     assert.equal(a.records.length, 5);
     assert.equal(a.records.at(-1)?.end, first.byteLength);
-    a.records.forEach((r, i) => assert.deepEqual(r.raw, raw[i]));
+    a.records.forEach((r, i) => {
+      assert.deepEqual(r.raw, raw[i]);
+    });
     appendFileSync(file, sixth.subarray(7));
     const b = await readList(log, 'current', first.byteLength, 'sha1');
     assert.equal(b.records.length, 1);
@@ -80,7 +82,9 @@ describe('FileKernelLog + readList', () => {
     await log.deleteOldest(4);
     const read = await readList(log, 'current', 0, 'sha1');
     assert.equal(read.records.length, 8);
-    read.records.forEach((r, i) => assert.deepEqual(r.raw, raw[i + 4]));
+    read.records.forEach((r, i) => {
+      assert.deepEqual(r.raw, raw[i + 4]);
+    });
   });
 });
 
