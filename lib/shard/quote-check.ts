@@ -1,6 +1,8 @@
 import { bytesEqual } from '../bytes/hex.ts';
 import { isImastreamError } from '../errors.ts';
+import type { PcrValues } from '../pcr.ts';
 import type { Attest } from '../tpm/attest.ts';
+import type { PcrSelection } from '../tpm/pcr-selection.ts';
 import { parsePublic, type TpmPublic } from '../tpm/public.ts';
 import { checkClock, verifyQuote } from '../tpm/quote.ts';
 import type { ClosingQuote } from './types.ts';
@@ -16,9 +18,9 @@ export interface QuoteCheck {
 
 /**
  * Verifies a shard's closing quote with the AK it carries: signature, magic, type, a non-empty
- * nonce equal to extraData, and pcrDigest recomputed from the quote's PCR values. Malformed
- * structures become SHARD_BAD_QUOTE failures, never exceptions. Whether the AK itself is trusted
- * is the chain's business ({@link checkAk}).
+ * nonce equal to extraData, and pcrDigest recomputed from the quote's PCR values, which must be
+ * the selected ones and no others. Malformed structures become SHARD_BAD_QUOTE failures, never
+ * exceptions. Whether the AK itself is trusted is the chain's business ({@link checkAk}).
  */
 export async function checkClosingQuote(q: ClosingQuote): Promise<QuoteCheck> {
   let ak: TpmPublic;
@@ -40,10 +42,34 @@ export async function checkClosingQuote(q: ClosingQuote): Promise<QuoteCheck> {
     });
     for (const f of verdict.failures)
       failures.push({ code: 'SHARD_BAD_QUOTE', message: `${f.code}: ${f.message}` });
+    const unselected =
+      verdict.attest?.quote === undefined ? [] : notSelected(q.pcrs, verdict.attest.quote.pcrSelection);
+    if (unselected.length > 0) {
+      failures.push({
+        code: 'SHARD_BAD_QUOTE',
+        message: `PCR values for ${unselected.join(', ')}, which the quote does not select`,
+      });
+    }
     return { failures, attest: verdict.attest, akArea: ak.bytes };
   } catch (err) {
     return { failures: [...failures, badQuote(err, 'quote')], akArea: ak.bytes };
   }
+}
+
+/**
+ * The (bank, PCR) pairs of `values` outside the quote's selection. pcrDigest covers only the
+ * selected PCRs, so any other value is the shard's own claim, yet replay, the boot_aggregate check
+ * and the next shard's start would all take it as quoted: a shard must carry none.
+ */
+function notSelected(values: PcrValues, selection: PcrSelection): string[] {
+  const out: string[] = [];
+  for (const [bank, pcrs] of values) {
+    for (const pcr of pcrs.keys()) {
+      if (!selection.some((s) => s.bank === bank && s.pcrs.includes(pcr))) out.push(`${bank}:${pcr}`);
+    }
+  }
+
+  return out;
 }
 
 function badQuote(err: unknown, what: string): ShardFailure {

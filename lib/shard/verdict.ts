@@ -12,7 +12,7 @@ import type { ReplayMismatch } from './replay-check.ts';
  * - SHARD_REPLAY_MISMATCH: the records do not replay to the closing quote's PCRs.
  * - SHARD_SCHEME_CHANGED: the extend scheme differs from the one pinned earlier in the chain.
  * - SHARD_BAD_QUOTE: the closing quote is malformed, badly signed, lacks the nonce or its PCR
- *   values do not give its pcrDigest.
+ *   values do not give its pcrDigest (or include a PCR it does not select).
  * - SHARD_UNTRUSTED_AK: signed by another AK than the trusted one or than the chain's.
  * - SHARD_COUNTER_REGRESSION: resetCount changed, restartCount or clock went backwards, or unsafe.
  */

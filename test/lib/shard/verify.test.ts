@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parseBinaryLog } from '../../../lib/ima/binary.ts';
 import { templateDigestOf } from '../../../lib/ima/digest.ts';
 import { encodeBinaryRecord } from '../../../lib/ima/encode.ts';
 import type { ImaRecord } from '../../../lib/ima/record.ts';
+import { PcrReplay } from '../../../lib/ima/replay.ts';
 import type { SealedShard } from '../../../lib/shard/types.ts';
 import type { ShardFailureCode } from '../../../lib/shard/verdict.ts';
 import { verifyShardChain } from '../../../lib/shard/verify.ts';
-import { buildChain, type Chain, SELECTION, sealChain, softAk, softQuote } from './fixtures.ts';
+import { buildChain, type Chain, quotedValues, SELECTION, sealChain, softAk, softQuote } from './fixtures.ts';
 
 function codes(verdict: Awaited<ReturnType<typeof verifyShardChain>>, index: number): ShardFailureCode[] {
   return [...new Set(verdict.shards[index]!.failures.map((f) => f.code))];
@@ -182,6 +184,24 @@ describe('verifyShardChain', () => {
     pcrs.get('sha1')!.set(10, new Uint8Array(20).fill(1));
     const verdict = await verifyShardChain(sealChain(c.shards));
     assert.ok(codes(verdict, 0).includes('SHARD_BAD_QUOTE'));
+  });
+
+  it('SHARD_BAD_QUOTE: PCR values the quote does not select (forged records replayed to them)', async () => {
+    // The closing quote signs sha256:0 only; the shard adds sha1:10 and sha256:10 values of its
+    // own, computed from records it made up. The pcrDigest covers none of them.
+    const c = chain();
+    const shard = c.shards[0]!;
+    replaceRecord(shard, 2, c.records[2]!);
+    const forged = new PcrReplay({ banks: ['sha1', 'sha256'], schemes: ['perbank'] });
+    for (const raw of shard.records) forged.extend(parseBinaryLog(raw, { digestAlg: 'sha1' }).records[0]!);
+    const selection = [{ bank: 'sha256' as const, pcrs: [0] }];
+    const pcrs = quotedValues(forged, 'perbank');
+    pcrs.get('sha256')!.set(0, new Uint8Array(32).fill(0x55));
+    const q = shard.closingQuote;
+    Object.assign(q, softQuote(c.ak, { nonce: q.nonce, pcrs, selection }), { pcrs });
+    const verdict = await verifyShardChain(sealChain([shard]), { trustedAk: c.ak.akPublic });
+    assert.equal(verdict.ok, false);
+    assert.ok(codes(verdict, 0).includes('SHARD_BAD_QUOTE'), JSON.stringify(verdict.shards[0]!.failures));
   });
 
   it('SHARD_BAD_QUOTE: garbage instead of a TPMS_ATTEST', async () => {
