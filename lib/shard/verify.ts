@@ -202,12 +202,15 @@ function checkReplay(
     return null;
   }
   const scheme = outcome.matching.length === 1 ? (outcome.matching[0] as ExtendScheme) : null;
-  const expected = shard.scheme ?? pinned;
-  if (expected !== null && !outcome.matching.includes(expected)) {
-    fail(
-      'SHARD_SCHEME_CHANGED',
-      `replay matches ${outcome.matching.join('/')}, the chain pinned ${expected}`,
-    );
+  // Both pins hold: the shard's own byte is a claim of the host and cannot override what the
+  // chain's earlier replays found (a switch to padded would lower sha256 banks to SHA-1 strength).
+  for (const [expected, by] of [
+    [shard.scheme, 'the shard'],
+    [pinned, 'the chain'],
+  ] as const) {
+    if (expected !== null && !outcome.matching.includes(expected)) {
+      fail('SHARD_SCHEME_CHANGED', `replay matches ${outcome.matching.join('/')}, ${by} pinned ${expected}`);
+    }
   }
 
   return scheme;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { toHex } from '../../../lib/bytes/hex.ts';
 import { parseBinaryLog } from '../../../lib/ima/binary.ts';
 import { templateDigestOf } from '../../../lib/ima/digest.ts';
 import { encodeBinaryRecord } from '../../../lib/ima/encode.ts';
@@ -159,6 +160,28 @@ describe('verifyShardChain', () => {
     const c = chain();
     c.shards[1]!.scheme = 'padded';
     const verdict = await verifyShardChain(sealChain(c.shards));
+    assert.deepEqual(codes(verdict, 1), ['SHARD_SCHEME_CHANGED']);
+  });
+
+  it('SHARD_SCHEME_CHANGED: a shard that pins another scheme than the chain found', async () => {
+    // Shard 0 replays perbank only; shard 1 replays padded only and pins padded itself. The
+    // chain's finding must still hold: the shard's own byte cannot switch the scheme.
+    const c = chain();
+    const s1 = c.shards[1]!;
+    const hexOf = (bank: 'sha1' | 'sha256') => toHex(s1.startPcrs.get(bank)!.get(10)!);
+    const padded = PcrReplay.fromState({
+      banks: ['sha1', 'sha256'],
+      schemes: ['padded'],
+      count: 0,
+      pcrs: { padded: { sha1: { 10: hexOf('sha1') }, sha256: { 10: hexOf('sha256') } } },
+    });
+    for (const rec of c.records.slice(4, 8)) padded.extend(rec);
+    const pcrs = quotedValues(padded, 'padded');
+    const q = s1.closingQuote;
+    Object.assign(q, softQuote(c.ak, { nonce: q.nonce, pcrs, selection: SELECTION, clock: 1010n }), { pcrs });
+    s1.scheme = 'padded';
+    const verdict = await verifyShardChain(sealChain(c.shards.slice(0, 2)), { trustedAk: c.ak.akPublic });
+    assert.equal(verdict.shards[0]!.scheme, 'perbank');
     assert.deepEqual(codes(verdict, 1), ['SHARD_SCHEME_CHANGED']);
   });
 
