@@ -142,7 +142,11 @@ function pssSaltLengths(ak: AkPublic, hashAlg: HashAlg): number[] {
   const emLen = Math.ceil((bits - 1) / 8);
   const max = emLen - hLen - 2;
 
-  return max > hLen ? [hLen, max] : [Math.max(0, max)];
+  // A key too small for the hash (emLen < hLen + 2) holds no PSS signature at all; WebCrypto
+  // would throw an OperationError rather than say false, so nothing is tried.
+  if (max < 0) return [];
+
+  return max > hLen ? [hLen, max] : [max];
 }
 
 /** ECDSA r and s as WebCrypto's raw `r ‖ s`, each left-padded to the curve size; undefined if too long. */

@@ -52,6 +52,18 @@ describe('verifyQuote with node:crypto signatures', () => {
     }
   });
 
+  it('RSA-PSS with a key too small for the hash is a bad signature, not an exception', async () => {
+    // 512-bit key, SHA-512: emLen 64 < hLen 64 + 2, so no salt fits; WebCrypto would throw.
+    const small = generateKeyPairSync('rsa', { modulusLength: 512 });
+    const akPublic = publicFromPem(pem(small.publicKey));
+    const signature = concat(u16be(0x0016), fromHex('000d'), tpm2b(new Uint8Array(64).fill(1)));
+    const v = await verifyQuote({ attest: ATTEST, signature, akPublic });
+    assert.deepEqual(
+      v.failures.map((f) => f.code),
+      ['QUOTE_BAD_SIGNATURE'],
+    );
+  });
+
   it('RSASSA over the same message verifies; as RSAPSS it does not', async () => {
     const akPublic = publicFromPem(pem(rsa.publicKey));
     const sig = sign('sha256', ATTEST, rsa.privateKey);
