@@ -1,6 +1,7 @@
 import { bytesEqual, isAllZero, toHex } from '../bytes/hex.ts';
 import { isImastreamError } from '../errors.ts';
 import type { ExtendScheme } from '../ima/replay.ts';
+import type { PcrValues } from '../pcr.ts';
 import type { Attest } from '../tpm/attest.ts';
 import { checkBootAggregate } from './boot-aggregate.ts';
 import { decodeShard } from './decode.ts';
@@ -194,6 +195,10 @@ function checkReplay(
   if (outcome.unquoted.length > 0)
     fail('SHARD_REPLAY_MISMATCH', `PCRs ${outcome.unquoted.join(', ')} not quoted`);
   if (records.length > 0 && outcome.compared === 0) fail('SHARD_REPLAY_MISMATCH', 'no quoted PCR to compare');
+  const dropped = notQuoted(shard.startPcrs, shard.closingQuote.pcrs);
+  if (dropped.length > 0) {
+    fail('SHARD_REPLAY_MISMATCH', `start PCRs ${dropped.join(', ')} not quoted: the chain's state is lost`);
+  }
   if (outcome.matching.length === 0) {
     result.replayMismatches = outcome.mismatches;
     const which = outcome.mismatches.map((m) => `${m.scheme} ${m.bank}:${m.pcr}`).join(', ');
@@ -214,4 +219,15 @@ function checkReplay(
   }
 
   return scheme;
+}
+
+/**
+ * The (bank, PCR) pairs of the start state that the closing quote leaves out. The next shard must
+ * start from this quote's values, so a quote that drops a start PCR would let the chain carry on
+ * from a state no quote vouches for (a PCR back to "never extended", a bank gone).
+ */
+function notQuoted(start: PcrValues, quoted: PcrValues): string[] {
+  return [...start].flatMap(([bank, pcrs]) =>
+    [...pcrs.keys()].filter((pcr) => quoted.get(bank)?.has(pcr) !== true).map((pcr) => `${bank}:${pcr}`),
+  );
 }

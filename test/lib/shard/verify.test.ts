@@ -139,6 +139,40 @@ describe('verifyShardChain', () => {
     assert.deepEqual(codes(verdict, 2), []);
   });
 
+  it('SHARD_REPLAY_MISMATCH: a closing quote that drops PCRs the start state carries', async () => {
+    // The start state is the chain's: a quote that does not cover it lets the next shard start
+    // from a state no quote vouches for (an empty shard closed by a quote of sha256:0 resets PCR 10
+    // to "never extended"; a quote of sha1:10 alone drops the sha256 bank from the chain).
+    const c = chain();
+    const s0 = c.shards[0]!;
+    const nonce = Uint8Array.of(9, 9, 9, 9);
+    const selection = [{ bank: 'sha256' as const, pcrs: [0] }];
+    const pcrs = new Map([['sha256' as const, new Map([[0, new Uint8Array(32)]])]]);
+    const empty = {
+      ...s0,
+      startSeq: 4,
+      endSeq: 4,
+      records: [],
+      startPcrs: s0.closingQuote.pcrs,
+      closingQuote: {
+        ...softQuote(c.ak, { nonce, pcrs, selection, clock: 1005n }),
+        akPublic: c.ak.akPublic,
+        nonce,
+        pcrs,
+      },
+    };
+    let verdict = await verifyShardChain(sealChain([s0, empty]), { trustedAk: c.ak.akPublic });
+    assert.deepEqual(codes(verdict, 1), ['SHARD_REPLAY_MISMATCH']);
+
+    const s1 = c.shards[1]!;
+    const sha1Only = [{ bank: 'sha1' as const, pcrs: [10] }];
+    const q = s1.closingQuote;
+    q.pcrs = new Map([['sha1', q.pcrs.get('sha1')!]]);
+    Object.assign(q, softQuote(c.ak, { nonce: q.nonce, pcrs: q.pcrs, selection: sha1Only, clock: 1010n }));
+    verdict = await verifyShardChain(sealChain(c.shards.slice(0, 2)), { trustedAk: c.ak.akPublic });
+    assert.deepEqual(codes(verdict, 1), ['SHARD_REPLAY_MISMATCH']);
+  });
+
   it('SHARD_REPLAY_MISMATCH: a record removed', async () => {
     const c = chain();
     const s = c.shards[2]!;
