@@ -91,8 +91,17 @@ export function checkAk(akArea: Uint8Array, reference: Uint8Array, trusted: bool
  * Counters along one boot (DOMAIN §4.2): resetCount equal (a TPM reset ends the boot), restartCount
  * never decreasing, clock increasing while restartCount holds, and `safe` set.
  */
-export function checkCounters(prev: Attest | undefined, cur: Attest): ShardFailure[] {
+export function checkCounters(prev: Attest | undefined, cur: Attest, bootId: string): ShardFailure[] {
   const failures: ShardFailure[] = [];
+  // bootId is `<hostBootId>:<resetCount>` (docs/contract.md): the signed resetCount must be the
+  // one it names, or genuine shards of one boot could be resealed as another boot's.
+  const named = /:(0|[1-9][0-9]{0,9})$/.exec(bootId)?.[1];
+  if (named === undefined || Number(named) !== cur.clockInfo.resetCount) {
+    failures.push({
+      code: 'SHARD_COUNTER_REGRESSION',
+      message: `the quote's resetCount ${cur.clockInfo.resetCount} is not the one boot ${bootId} names`,
+    });
+  }
   if (prev !== undefined && prev.clockInfo.resetCount !== cur.clockInfo.resetCount) {
     failures.push({
       code: 'SHARD_COUNTER_REGRESSION',

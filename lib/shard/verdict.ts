@@ -14,7 +14,8 @@ import type { ReplayMismatch } from './replay-check.ts';
  * - SHARD_BAD_QUOTE: the closing quote is malformed, badly signed, lacks the nonce or its PCR
  *   values do not give its pcrDigest (or include a PCR it does not select).
  * - SHARD_UNTRUSTED_AK: signed by another AK than the trusted one or than the chain's.
- * - SHARD_COUNTER_REGRESSION: resetCount changed, restartCount or clock went backwards, or unsafe.
+ * - SHARD_COUNTER_REGRESSION: resetCount changed or is not the bootId's, restartCount or clock
+ *   went backwards, or unsafe.
  */
 export type ShardFailureCode =
   | 'SHARD_INTEGRITY'

@@ -99,7 +99,7 @@ async function verifyOne(
     result.failures.push(...checkAk(quote.akArea, akReference, akTrusted));
   }
   if (quote.attest !== undefined) {
-    result.failures.push(...checkCounters(prev?.attest, quote.attest));
+    result.failures.push(...checkCounters(prev?.attest, quote.attest, shard.bootId));
     next.attest = quote.attest;
   }
   const scheme = checkReplay(shard, prev?.scheme ?? null, result);

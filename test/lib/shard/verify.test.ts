@@ -106,7 +106,7 @@ describe('verifyShardChain', () => {
 
   it('SHARD_CHAIN_BREAK: another host or boot, relinked', async () => {
     const c = chain();
-    c.shards[1]!.bootId = 'boot-b:2';
+    c.shards[1]!.bootId = 'boot-b:1';
     const verdict = await verifyShardChain(sealChain(c.shards));
     assert.deepEqual(codes(verdict, 1), ['SHARD_CHAIN_BREAK']);
   });
@@ -299,6 +299,17 @@ describe('verifyShardChain', () => {
     requote(d, d.shards[1]!, { clock: 200n, restartCount: 2 });
     verdict = await verifyShardChain(sealChain(d.shards));
     assert.deepEqual(codes(verdict, 1), ['SHARD_COUNTER_REGRESSION']);
+  });
+
+  it("SHARD_COUNTER_REGRESSION: a boot's shards resealed under another boot's id", async () => {
+    // Genuine quotes of resetCount 1, relabelled as boot 2 of the same host.
+    const c = chain({ bootId: 'boot-a:2' });
+    const verdict = await verifyShardChain(c.files);
+    for (const i of [0, 1, 2]) assert.deepEqual(codes(verdict, i), ['SHARD_COUNTER_REGRESSION']);
+    assert.match(verdict.shards[0]!.failures[0]!.message, /resetCount 1 is not the one boot boot-a:2 names/);
+
+    const plain = chain({ bootId: 'boot-a' });
+    assert.deepEqual(codes(await verifyShardChain(plain.files), 0), ['SHARD_COUNTER_REGRESSION']);
   });
 
   it('an empty chain is not ok', async () => {
