@@ -1,5 +1,6 @@
 import { createPublicKey } from 'node:crypto';
 import { toHex } from '../bytes/hex.ts';
+import { ImastreamError } from '../errors.ts';
 import { hash } from '../hash.ts';
 import { type TrustStore, verifyEkCertificate } from '../tpm/ek-cert.ts';
 import { toJwk } from '../tpm/key.ts';
@@ -37,9 +38,17 @@ export interface EkEvidence {
 /**
  * SHA-256 (lowercase hex) of the EK public key as DER SubjectPublicKeyInfo: the same value as
  * `tpm2_readpublic -c <EK> -f der -o ek.der && sha256sum ek.der` (checked against swtpm).
+ * The key comes from the host: one that is no key (an ECC point off its curve, a coordinate
+ * longer than the curve) is IMS_TPM_BAD_PUBLIC, an unsupported curve IMS_TPM_UNSUPPORTED_ALG.
  */
 export function ekKeyHash(key: PublicKey): string {
-  const spki = createPublicKey({ key: toJwk(key), format: 'jwk' }).export({ format: 'der', type: 'spki' });
+  const jwk = toJwk(key);
+  let spki: Buffer;
+  try {
+    spki = createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'der', type: 'spki' });
+  } catch (cause) {
+    throw new ImastreamError('IMS_TPM_BAD_PUBLIC', 'the EK public key is not a valid key', { cause });
+  }
 
   return toHex(hash('sha256', spki));
 }

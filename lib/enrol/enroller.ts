@@ -6,7 +6,7 @@ import { credentialFile, makeCredential } from '../tpm/credential.ts';
 import { concat, u16be } from '../tpm/marshal.ts';
 import { objectName } from '../tpm/name.ts';
 import { checkAkAttributes, parsePublic, type TpmPublic } from '../tpm/public.ts';
-import { type EkPolicy, evaluateEk } from './ek-policy.ts';
+import { type EkPolicy, type EkVerdict, evaluateEk } from './ek-policy.ts';
 import type { EnrolmentRegistry } from './registry.ts';
 import type {
   EkPolicyName,
@@ -89,7 +89,15 @@ export class Enroller {
       certificate: request.ekCertificate,
       previousKeyHash: this.previousEk(request.hostId),
     };
-    const verdict = await evaluateEk(evidence, this.options.ekPolicy, new Date(now));
+    // The EK key itself is the host's claim: one no EK can have (an ECC point off its curve, a
+    // curve we cannot use) is refused here, as MakeCredential would refuse it, not thrown.
+    let verdict: EkVerdict;
+    try {
+      verdict = await evaluateEk(evidence, this.options.ekPolicy, new Date(now));
+    } catch (err) {
+      if (!isImastreamError(err)) throw err;
+      return reject('EK_UNSUPPORTED', `${err.code}: ${err.message}`);
+    }
     if (!verdict.ok) return reject(verdict.code, verdict.message);
 
     this.prune(now);

@@ -7,10 +7,17 @@ import { Enroller, type EnrollerOptions } from '../../../lib/enrol/enroller.ts';
 import { checkQuoteAk, EnrolmentRegistry } from '../../../lib/enrol/registry.ts';
 import type { EnrolChallenge, EnrolRequest } from '../../../lib/enrol/types.ts';
 import { trustStoreFromCertificates } from '../../../lib/tpm/ek-cert.ts';
+import { concat, u16be, u32be } from '../../../lib/tpm/marshal.ts';
 import { objectName } from '../../../lib/tpm/name.ts';
 import { parsePublic } from '../../../lib/tpm/public.ts';
 import { KU, makeCaPair, makeCert } from '../../helpers/enrol-certs.ts';
-import { AK_ATTRIBUTES, akPublicBytes, SoftTpm } from '../../helpers/enrol-soft-tpm.ts';
+import {
+  AES_128_CFB,
+  AK_ATTRIBUTES,
+  akPublicBytes,
+  EK_ATTRIBUTES,
+  SoftTpm,
+} from '../../helpers/enrol-soft-tpm.ts';
 
 const T0 = Date.parse('2026-06-01T00:00:00Z');
 const vendor = await makeCaPair('vendor');
@@ -274,4 +281,24 @@ test('TOFU refuses every EK for a host whose stored EK no longer parses', async 
   registry.apply({ ...ok.enrollment, ekPublic: Uint8Array.of(0), at: T0 + 1 });
   const again = await enroller.begin(h.request, T0 + 2);
   assert.equal(!again.ok && again.rejection.code, 'EK_CHANGED');
+});
+
+test('an ECC EK on an unsupported curve or off its curve is EK_UNSUPPORTED under every policy, not a throw', async () => {
+  // TPMT_PUBLIC of an ECC EK with the given curve and point (parses: only the key is wrong).
+  const eccEk = (curve: number, x: Uint8Array, y: Uint8Array) =>
+    concat(
+      ...[u16be(0x0023), u16be(0x000b), u32be(EK_ATTRIBUTES), u16be(0), AES_128_CFB, u16be(0x0010)],
+      ...[u16be(curve), u16be(0x0010), u16be(x.length), x, u16be(y.length), y],
+    );
+  const bnCurve = eccEk(0x0010, new Uint8Array(32).fill(1), new Uint8Array(32).fill(2));
+  const offCurve = eccEk(0x0003, new Uint8Array(32).fill(1), new Uint8Array(32).fill(2));
+  const tooLong = eccEk(0x0003, new Uint8Array(80).fill(1), new Uint8Array(32).fill(2));
+  for (const withoutCertificate of ['reject', 'allow-list', 'tofu'] as const) {
+    const { enroller } = setup({ ekPolicy: { trustStore: null, withoutCertificate, allowList: new Set() } });
+    for (const ekPublic of [bnCurve, offCurve, tooLong]) {
+      const out = await enroller.begin({ ...host('odd-ek').request, ekPublic }, T0);
+      assert.equal(!out.ok && out.rejection.code, 'EK_UNSUPPORTED', withoutCertificate);
+    }
+    assert.equal(enroller.pendingCount, 0);
+  }
 });
