@@ -269,11 +269,35 @@ function pathCode(resultCode: number): EkCertCode {
   return 'EK_CERT_UNTRUSTED_ISSUER';
 }
 
+/** Issuer look-ups one path search may make; real EK chains need a handful. */
+const MAX_ISSUER_LOOKUPS = 64;
+
+/**
+ * pkijs's issuer search, made to terminate. pkijs builds every path depth-first with no visited
+ * set, so CAs in the store that certify each other (cross-signed roots, a rollover) make it
+ * recurse forever on any certificate under them. So: when a trusted root signed the certificate,
+ * stop there (pkijs keeps the shortest path anyway), and after MAX_ISSUER_LOOKUPS give up, which
+ * pkijs reports as no path (EK_CERT_UNTRUSTED_ISSUER).
+ */
+function boundedFindIssuer(roots: readonly pkijs.Certificate[]): pkijs.FindIssuerCallback {
+  let lookups = 0;
+  return async (cert, validator, crypto) => {
+    lookups++;
+    if (lookups > MAX_ISSUER_LOOKUPS) throw new Error(`over ${MAX_ISSUER_LOOKUPS} issuer look-ups`);
+    const issuers = await validator.defaultFindIssuer(cert, validator, crypto);
+    const anchors = issuers.filter((c) => roots.includes(c));
+
+    return anchors.length > 0 ? anchors : issuers;
+  };
+}
+
 async function pathVerdict(leaf: StoreCert, store: TrustStore, at: Date): Promise<Finding> {
+  const trustedCerts = store.roots.map((c) => c.pkijs);
   const validator = new pkijs.CertificateChainValidationEngine({
-    trustedCerts: store.roots.map((c) => c.pkijs),
+    trustedCerts,
     certs: [...store.intermediates.map((c) => c.pkijs), leaf.pkijs],
     checkDate: at,
+    findIssuer: boundedFindIssuer(trustedCerts),
   });
   const result = await validator.verify({}, engine);
   if (!result.result)

@@ -212,3 +212,32 @@ test('corrupted certificates always give a verdict, never an exception', async (
     if (v.ok) assert.equal(v.code, 'EK_CERT_OK');
   }
 });
+
+test('cross-signed CAs in the trust store give a verdict, not an endless path search', {
+  timeout: 20_000,
+}, async () => {
+  // R1 and R2 are roots that certify each other (a root rollover): X1 = R1's key under R2,
+  // X2 = R2's key under R1. pkijs's path search keeps no visited set and would recurse forever.
+  const usage = KU.keyCertSign | KU.cRLSign;
+  const k1 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const k2 = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const self = (cn: string, k: typeof k1) =>
+    makeCert({ cn, ca: true, keyUsage: usage, publicKey: k.publicKey, signingKey: k.privateKey });
+  const r1 = await self('xs R1', k1);
+  const r2 = await self('xs R2', k2);
+  const x1 = await makeCert({ cn: 'xs R1', ca: true, keyUsage: usage, publicKey: k1.publicKey, issuer: r2 });
+  const x2 = await makeCert({ cn: 'xs R2', ca: true, keyUsage: usage, publicKey: k2.publicKey, issuer: r1 });
+  const { der } = await ekCert({ issuer: r1 });
+
+  const both = await trustStoreFromCertificates([r1.der, r2.der, x1.der, x2.der]);
+  assert.equal(both.roots.length, 2);
+  const ok = await verifyEkCertificate(der, keyOf(rsaEk.publicKey), both, NOW);
+  assert.equal(ok.code, 'EK_CERT_OK', ok.message);
+  assert.deepEqual(ok.chain, ['', 'CN=xs R1']);
+
+  // The same loop with neither of its roots trusted: refused.
+  const other = await makeCaPair('xs other');
+  const loopOnly = await trustStoreFromCertificates([other.root.der, x1.der, x2.der]);
+  const v = await verifyEkCertificate(der, keyOf(rsaEk.publicKey), loopOnly, NOW);
+  assert.equal(v.code, 'EK_CERT_UNTRUSTED_ISSUER', v.message);
+});
