@@ -22,6 +22,12 @@ export interface EkPolicy {
   withoutCertificate: 'reject' | 'allow-list' | 'tofu';
   /** Lowercase hex SHA-256 of each allowed EK's DER SubjectPublicKeyInfo (see {@link ekKeyHash}). */
   allowList: ReadonlySet<string>;
+  /**
+   * Operator-approved moves of a host to another EK (a replaced TPM or mainboard), or back from
+   * revoked: hostId → the key hash of the EK it may enrol with. Without an entry, a host stays
+   * bound to the EK of its first enrolment, whatever the policy (see {@link evaluateEk}).
+   */
+  rebind?: ReadonlyMap<string, string>;
 }
 
 export type EkVerdict =
@@ -29,10 +35,11 @@ export type EkVerdict =
   | { ok: false; code: RejectionCode; message: string };
 
 export interface EkEvidence {
+  hostId: string;
   key: PublicKey;
   certificate: Uint8Array | null;
-  /** The EK key hash of the host's current enrolment, for TOFU; undefined if none. */
-  previousKeyHash: string | undefined;
+  /** The host's enrolment on record (its EK key hash and status); undefined if it has none. */
+  previous: { keyHash: string; status: 'active' | 'revoked' } | undefined;
 }
 
 /**
@@ -53,8 +60,18 @@ export function ekKeyHash(key: PublicKey): string {
   return toHex(hash('sha256', spki));
 }
 
-/** Decides whether the EK is trusted under `policy` at time `at`. */
+/**
+ * Decides whether the EK is trusted under `policy` at time `at`, for this host.
+ *
+ * A host is bound to the EK of its first enrolment under every policy, not only TOFU: a genuine
+ * certificate proves the EK is some manufacturer's TPM, not that it is this host's. Without the
+ * binding, anyone with any certified TPM and access to ima.enrol-requests could enrol as any
+ * host and sign quotes for a log of their choosing. A host moves to another EK, or comes back
+ * from `revoked`, only with the operator's `rebind` entry naming that EK.
+ */
 export async function evaluateEk(evidence: EkEvidence, policy: EkPolicy, at: Date): Promise<EkVerdict> {
+  const bound = checkBinding(evidence, policy);
+  if (bound !== undefined) return bound;
   if (evidence.certificate !== null && policy.trustStore !== null) {
     const v = await verifyEkCertificate(evidence.certificate, evidence.key, policy.trustStore, at);
     if (!v.ok) return { ok: false, code: v.code, message: v.message };
@@ -74,13 +91,31 @@ function withoutCertificate(evidence: EkEvidence, policy: EkPolicy): EkVerdict {
         ? { ok: true, policy: 'ek-allow-list', message: `EK ${keyHash} is allow-listed` }
         : { ok: false, code: 'EK_NOT_ALLOWED', message: `EK ${keyHash} is not on the allow-list` };
     case 'tofu':
-      if (evidence.previousKeyHash !== undefined && evidence.previousKeyHash !== keyHash) {
-        return {
-          ok: false,
-          code: 'EK_CHANGED',
-          message: `host was enrolled with EK ${evidence.previousKeyHash}`,
-        };
-      }
+      // A host with an enrolment got past checkBinding only with this EK (or a rebind to it).
       return { ok: true, policy: 'tofu', message: `EK ${keyHash} trusted on first use` };
   }
+}
+
+/** The host↔EK binding: a refusal, or undefined when the EK may go on to the policy's checks. */
+function checkBinding(evidence: EkEvidence, policy: EkPolicy): EkVerdict | undefined {
+  const { previous, hostId } = evidence;
+  if (previous === undefined) return undefined;
+  const keyHash = ekKeyHash(evidence.key);
+  if (policy.rebind?.get(hostId) === keyHash) return undefined;
+  if (previous.status === 'revoked') {
+    return {
+      ok: false,
+      code: 'HOST_REVOKED',
+      message: `host ${hostId} was revoked; only an operator's rebind entry re-admits it`,
+    };
+  }
+  if (previous.keyHash !== keyHash) {
+    return {
+      ok: false,
+      code: 'EK_CHANGED',
+      message: `host ${hostId} is bound to EK ${previous.keyHash}; a new EK needs an operator's rebind entry`,
+    };
+  }
+
+  return undefined;
 }

@@ -6,7 +6,7 @@ import { credentialFile, makeCredential } from '../tpm/credential.ts';
 import { concat, u16be } from '../tpm/marshal.ts';
 import { objectName } from '../tpm/name.ts';
 import { checkAkAttributes, parsePublic, type TpmPublic } from '../tpm/public.ts';
-import { type EkPolicy, type EkVerdict, evaluateEk } from './ek-policy.ts';
+import { type EkEvidence, type EkPolicy, type EkVerdict, evaluateEk } from './ek-policy.ts';
 import type { EnrolmentRegistry } from './registry.ts';
 import type {
   EkPolicyName,
@@ -85,9 +85,10 @@ export class Enroller {
       return reject('AK_NOT_ATTESTATION_KEY', problems.map((p) => p.message).join('; '));
 
     const evidence = {
+      hostId: request.hostId,
       key: ek.key,
       certificate: request.ekCertificate,
-      previousKeyHash: this.previousEk(request.hostId),
+      previous: this.previousEk(request.hostId),
     };
     // The EK key itself is the host's claim: one no EK can have (an ECC point off its curve, a
     // curve we cannot use) is refused here, as MakeCredential would refuse it, not thrown.
@@ -192,8 +193,11 @@ export class Enroller {
     this.spent.set(id, p.expiresAt);
   }
 
-  private previousEk(hostId: string): string | undefined {
-    return this.registry.get(hostId)?.status === 'active' ? this.registry.ekKeyHashOf(hostId) : undefined;
+  /** The host's enrolment on record, active or revoked: both keep the host bound to its EK. */
+  private previousEk(hostId: string): EkEvidence['previous'] {
+    const held = this.registry.get(hostId);
+    const keyHash = this.registry.ekKeyHashOf(hostId);
+    return held === undefined || keyHash === undefined ? undefined : { keyHash, status: held.status };
   }
 }
 

@@ -23,8 +23,9 @@ export class EnrolmentRegistry {
   }
 
   /**
-   * The EK key hash ({@link ekKeyHash}) of the host's current enrolment, for trust on first use.
-   * A stored EK that no longer parses yields a value no EK hashes to, so TOFU refuses any EK.
+   * The EK key hash ({@link ekKeyHash}) of the host's enrolment on record, which binds the host
+   * to its EK. A stored EK that no longer parses yields a value no EK hashes to, so every EK is
+   * refused until an operator rebinds the host.
    */
   ekKeyHashOf(hostId: string): string | undefined {
     const held = this.byHost.get(hostId);

@@ -68,6 +68,7 @@ export type RejectionCode =
   | 'EK_NO_CERTIFICATE'
   | 'EK_NOT_ALLOWED'
   | 'EK_CHANGED'
+  | 'HOST_REVOKED'
   | 'TOO_MANY_PENDING'
   | 'UNKNOWN_CHALLENGE'
   | 'CHALLENGE_EXPIRED'

@@ -222,6 +222,69 @@ test('an EK certificate is checked, recorded, and a bad one is never downgraded 
   assert.equal(!out.ok && out.rejection.code, 'EK_CERT_UNTRUSTED_ISSUER');
 });
 
+test('a host stays bound to its first EK under the certificate policy too; an operator rebinds it', async () => {
+  const certified = async () => {
+    const tpm = new SoftTpm('rsa');
+    const cert = await makeCert({
+      publicKey: tpm.ek.publicKey,
+      issuer: vendor.intermediate,
+      keyUsage: KU.keyEncipherment,
+    });
+    return { tpm, cert: cert.der };
+  };
+  const strict: EkPolicy = { trustStore, withoutCertificate: 'reject', allowList: new Set() };
+  const registry = new EnrolmentRegistry();
+  const enrol = async (enroller: Enroller, h: ReturnType<typeof host>) => {
+    const c = await challengeFor(enroller, h.request, Date.now());
+    const out = enroller.answer(
+      { hostId: h.request.hostId, challengeId: c.challengeId, secret: h.activate(c) },
+      Date.now(),
+    );
+    assert.ok(out.ok);
+    return out.enrollment;
+  };
+  const mine = await certified();
+  await enrol(new Enroller({ ekPolicy: strict }, registry), host('bound-1', mine.tpm, mine.cert));
+
+  // Another genuine, certified TPM claiming the same host: refused, the enrolment stays.
+  const other = await certified();
+  const claim = host('bound-1', other.tpm, other.cert);
+  const refused = await new Enroller({ ekPolicy: strict }, registry).begin(claim.request, Date.now());
+  assert.equal(!refused.ok && refused.rejection.code, 'EK_CHANGED');
+  assert.ok(bytesEqual(registry.get('bound-1')!.ekPublic.subarray(2), mine.tpm.ekPublic));
+  // The same TPM re-enrols (a new AK) as before.
+  await enrol(new Enroller({ ekPolicy: strict }, registry), host('bound-1', mine.tpm, mine.cert));
+
+  // The operator's rebind entry names the new EK: only that one moves the host.
+  const rebind = new Map([['bound-1', ekKeyHash(parsePublic(other.tpm.ekPublic).key)]]);
+  const moved = await enrol(new Enroller({ ekPolicy: { ...strict, rebind } }, registry), claim);
+  assert.ok(bytesEqual(moved.ekPublic.subarray(2), other.tpm.ekPublic));
+  const third = await certified();
+  const stray = await new Enroller({ ekPolicy: { ...strict, rebind } }, registry).begin(
+    host('bound-1', third.tpm, third.cert).request,
+    Date.now(),
+  );
+  assert.equal(!stray.ok && stray.rejection.code, 'EK_CHANGED');
+});
+
+test('a revoked host is refused, with its own EK too, until an operator rebinds it', async () => {
+  const { registry, enroller } = setup();
+  const h = host('gone-1');
+  const c = await challengeFor(enroller, h.request);
+  const ok = enroller.answer({ hostId: 'gone-1', challengeId: c.challengeId, secret: h.activate(c) }, T0);
+  assert.ok(ok.ok);
+  registry.apply({ ...ok.enrollment, status: 'revoked', at: T0 + 1 });
+
+  const back = await enroller.begin(h.request, T0 + 2);
+  assert.equal(!back.ok && back.rejection.code, 'HOST_REVOKED');
+  const elsewhere = await enroller.begin(host('gone-1').request, T0 + 2);
+  assert.equal(!elsewhere.ok && elsewhere.rejection.code, 'HOST_REVOKED');
+
+  const rebind = new Map([['gone-1', ekKeyHash(parsePublic(h.tpm.ekPublic).key)]]);
+  const readmitted = new Enroller({ ekPolicy: { ...tofu, rebind } }, registry);
+  await challengeFor(readmitted, h.request, T0 + 3);
+});
+
 test('the number of outstanding challenges is bounded', async () => {
   const { enroller } = setup({ maxChallenges: 2 });
   await challengeFor(enroller, host('a').request);
