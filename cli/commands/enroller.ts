@@ -18,6 +18,7 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
       intermediates: ekPolicy.trustStore?.intermediates.length ?? 0,
       withoutCertificate: ekPolicy.withoutCertificate,
       allowListed: ekPolicy.allowList.size,
+      rebinds: ekPolicy.rebind?.size ?? 0,
     },
     'EK policy loaded',
   );

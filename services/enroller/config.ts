@@ -45,6 +45,13 @@ export const ENROLLER_SETTINGS = {
     parse: optionalPath,
     doc: 'file of allowed EK key hashes (SHA-256 of the DER SubjectPublicKeyInfo, hex, one per line)',
   },
+  rebindFile: {
+    flag: 'ek-rebind',
+    env: 'IMASTREAM_EK_REBIND',
+    default: '',
+    parse: optionalPath,
+    doc: 'file of "<hostId> <EK key hash>" lines: hosts that may move to that EK (a replaced TPM) or come back from revoked',
+  },
   challengeTtlMs: {
     flag: 'challenge-ttl-ms',
     env: 'IMASTREAM_ENROL_CHALLENGE_TTL_MS',
@@ -77,19 +84,24 @@ export async function loadEkPolicy(config: EnrollerConfig): Promise<EkPolicy> {
     );
   }
 
-  return { trustStore, withoutCertificate: config.withoutCertificate, allowList };
+  const rebind = config.rebindFile === '' ? new Map<string, string>() : await loadRebind(config.rebindFile);
+
+  return { trustStore, withoutCertificate: config.withoutCertificate, allowList, rebind };
+}
+
+/** Lines of the file at `path`, or IMS_IO_READ_FAILED. */
+async function readLines(path: string): Promise<string[]> {
+  try {
+    return (await readFile(path, 'utf8')).split('\n');
+  } catch (cause) {
+    throw new ImastreamError('IMS_IO_READ_FAILED', `${path} cannot be read`, { cause, details: { path } });
+  }
 }
 
 /** One lowercase SHA-256 hex per line; blank lines and `#` comments ignored; anything else is an error. */
 export async function loadAllowList(path: string): Promise<Set<string>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (cause) {
-    throw new ImastreamError('IMS_IO_READ_FAILED', `${path} cannot be read`, { cause, details: { path } });
-  }
   const hashes = new Set<string>();
-  for (const [i, raw] of text.split('\n').entries()) {
+  for (const [i, raw] of (await readLines(path)).entries()) {
     const line = raw.replace(/#.*/, '').trim().toLowerCase();
     if (line === '') continue;
     if (!/^[0-9a-f]{64}$/.test(line)) {
@@ -99,4 +111,28 @@ export async function loadAllowList(path: string): Promise<Set<string>> {
   }
 
   return hashes;
+}
+
+/**
+ * `<hostId> <EK key hash>` per line (the hash as for the allow-list); blank lines and `#` comments
+ * ignored; a host listed twice or anything else is an error. An entry lets that host enrol with
+ * that EK although it is bound to another one or was revoked (lib/enrol/ek-policy.ts); remove it
+ * once the host has enrolled, or the host may move back to that EK later.
+ */
+export async function loadRebind(path: string): Promise<Map<string, string>> {
+  const rebind = new Map<string, string>();
+  for (const [i, raw] of (await readLines(path)).entries()) {
+    const line = raw.replace(/#.*/, '').trim();
+    if (line === '') continue;
+    const m = /^([\x21-\x7e]{1,255})\s+([0-9a-fA-F]{64})$/.exec(line);
+    if (m === null) {
+      throw new ImastreamError('IMS_CONFIG_INVALID', `${path}:${i + 1}: not "<hostId> <SHA-256 hex>"`);
+    }
+    const [, hostId, keyHash] = m as unknown as [string, string, string];
+    if (rebind.has(hostId))
+      throw new ImastreamError('IMS_CONFIG_INVALID', `${path}:${i + 1}: ${hostId} listed twice`);
+    rebind.set(hostId, keyHash.toLowerCase());
+  }
+
+  return rebind;
 }

@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { hasCode } from '../../../lib/errors.ts';
-import { ENROLLER_SETTINGS, loadAllowList, loadEkPolicy } from '../../../services/enroller/config.ts';
+import {
+  ENROLLER_SETTINGS,
+  loadAllowList,
+  loadEkPolicy,
+  loadRebind,
+} from '../../../services/enroller/config.ts';
 import { loadConfig } from '../../../services/shared/config.ts';
 import { makeCaPair } from '../../helpers/enrol-certs.ts';
 
@@ -56,4 +61,37 @@ test('the allow-list file: hashes with comments; anything else is refused', asyn
   await writeFile(emptyList, '# nothing yet\n');
   const config = loadConfig(ENROLLER_SETTINGS, ['--ek-policy', 'allow-list', '--allow-list', emptyList], {});
   await assert.rejects(loadEkPolicy(config), (e) => hasCode(e, 'IMS_CONFIG_INVALID'));
+});
+
+test('the rebind file: host and EK key hash per line; malformed lines and repeated hosts are refused', async (t) => {
+  const dir = await tempDir(t);
+  const good = join(dir, 'rebind.txt');
+  await writeFile(
+    good,
+    `# ticket 4711: mainboard swap\nweb-1  ${'CD'.repeat(32)}\n\ndb-2\t${HASH} # new TPM\n`,
+  );
+  assert.deepEqual(
+    [...(await loadRebind(good))],
+    [
+      ['web-1', 'cd'.repeat(32)],
+      ['db-2', HASH],
+    ],
+  );
+  const policy = await loadEkPolicy(
+    loadConfig(ENROLLER_SETTINGS, ['--ek-policy', 'tofu', '--ek-rebind', good], {}),
+  );
+  assert.equal(policy.rebind?.get('web-1'), 'cd'.repeat(32));
+  for (const [name, text] of [
+    ['no-hash.txt', 'web-1\n'],
+    ['short.txt', `web-1 ${HASH.slice(2)}\n`],
+    ['twice.txt', `web-1 ${HASH}\nweb-1 ${'cd'.repeat(32)}\n`],
+  ] as const) {
+    const file = join(dir, name);
+    await writeFile(file, text);
+    await assert.rejects(
+      loadRebind(file),
+      (e) => hasCode(e, 'IMS_CONFIG_INVALID') && /:[12]:/.test(e.message),
+    );
+  }
+  await assert.rejects(loadRebind(join(dir, 'none.txt')), (e) => hasCode(e, 'IMS_IO_READ_FAILED'));
 });
