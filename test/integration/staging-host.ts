@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { toHex } from '../../lib/bytes/hex.ts';
 import type { ImaRecord } from '../../lib/ima/record.ts';
-import { ensureAk } from '../../services/agent/tpm.ts';
+import { ensureAk, TpmTools } from '../../services/agent/tpm.ts';
+import { Swtpm } from '../../services/demo/swtpm.ts';
 import { SocketKernelLog } from '../../services/kernel-emulator/socket-log.ts';
-import { Swtpm } from '../helpers/swtpm.ts';
 
 export const REPO = new URL('../../', import.meta.url).pathname;
 const CLI = join(REPO, 'bin/imastream.js');
@@ -41,18 +41,26 @@ export class StagingHost {
   private emulator: ChildProcess | undefined;
   control!: SocketKernelLog;
 
+  /** tpm2-tools against this host's swtpm (AK, PCR extends, reads), flushed after each tool. */
+  readonly tools: TpmTools;
+
   private constructor(
     readonly spec: StagingHostSpec,
     readonly dir: string,
     readonly tpm: Swtpm,
   ) {
     this.hostBootId = randomUUID();
+    const work = join(dir, 'tpm-tools');
+    mkdirSync(work, { recursive: true });
+    this.tools = new TpmTools(tpm.tcti, work);
   }
 
   static async start(spec: StagingHostSpec, base: string): Promise<StagingHost> {
     const dir = join(base, spec.hostId);
     mkdirSync(dir, { recursive: true });
-    const host = new StagingHost(spec, dir, await startSwtpm());
+    // The demo's swtpm runner: it picks its port pair outside the ephemeral range, where the
+    // broker connections of a busy test machine do not crowd it.
+    const host = new StagingHost(spec, dir, await Swtpm.start(join(dir, 'tpm')));
     await host.preEnrol();
     await host.startEmulator();
 
@@ -65,7 +73,7 @@ export class StagingHost {
    * marker only skips a round trip; it is what the agent itself writes after enrolling.
    */
   private async preEnrol(): Promise<void> {
-    const ak = await ensureAk(this.tpm.tools, AK_HANDLE, 'rsa');
+    const ak = await ensureAk(this.tools, AK_HANDLE, 'rsa');
     const stateDir = join(this.dir, 'agent-state');
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
     writeFileSync(
@@ -214,8 +222,8 @@ export class StagingHost {
 
   /** The AK public area (TPM2B_PUBLIC) the agent persisted. */
   async akPublic(): Promise<Uint8Array> {
-    const file = this.tpm.file('ak-test.pub');
-    await this.tpm.run('tpm2_readpublic', ['-c', AK_HANDLE, '-o', file]);
+    const file = this.tools.file('ak-test.pub');
+    await this.tools.exclusive(() => this.tools.tool('tpm2_readpublic', ['-c', AK_HANDLE, '-o', file]));
     return new Uint8Array(await readFile(file));
   }
 
@@ -224,20 +232,5 @@ export class StagingHost {
     await this.control?.close().catch(() => undefined);
     this.emulator?.kill('SIGTERM');
     await this.tpm.stop();
-  }
-}
-
-/**
- * swtpm on a free port pair; the harness's search for P with P+1 free sometimes finds none while
- * many broker connections hold ephemeral ports, so it is tried again a few times.
- */
-async function startSwtpm(): Promise<Swtpm> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await Swtpm.start();
-    } catch (err) {
-      if (attempt >= 5 || !/free loopback port/.test((err as Error).message)) throw err;
-      await sleep(500 * attempt);
-    }
   }
 }
