@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ImastreamError, isImastreamError } from '../../lib/errors.ts';
-import { sniffShard } from '../../lib/shard/decode.ts';
+import { decodeShard, sniffShard } from '../../lib/shard/decode.ts';
 import type { ShardChainVerdict, ShardResult } from '../../lib/shard/verdict.ts';
 import { verifyShardChain } from '../../lib/shard/verify.ts';
 import { parsePublic } from '../../lib/tpm/public.ts';
@@ -9,7 +9,8 @@ import { INPUT_LIMITS, readInputFile } from '../read-input.ts';
 
 const USAGE = `usage: imastream verify-shard FILE... [--ak AKPUB] [--json]
 
-  FILE...     sealed shard files of one boot, in chain order (oldest first)
+  FILE...     sealed shard files of one boot, in any order: they are chained by their startSeq
+              (a file that does not decode keeps its place and fails)
   --ak AKPUB  the host's enrolled AK (TPM2B_PUBLIC, as tpm2_createak -u writes it); without it the
               chain is checked against its own AK and vouches only for itself
   --json      one JSON document instead of text
@@ -32,13 +33,40 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
   }
   if (positionals.length === 0) throw usageError('no shard file given');
 
-  const files = await Promise.all(positionals.map(readShardFile));
+  const read = await Promise.all(positionals.map(readShardFile));
+  const order = seqOrder(read);
+  const files = order.map((i) => read[i] as Uint8Array);
+  const paths = order.map((i) => positionals[i] as string);
   const trustedAk = values.ak === undefined ? undefined : await readAk(values.ak);
   const verdict = await verifyShardChain(files, { trustedAk });
-  if (values.json === true) io.out(JSON.stringify({ files: positionals, ...verdict }, null, 2));
-  else printText(io, positionals, verdict);
+  if (values.json === true) io.out(JSON.stringify({ files: paths, ...verdict }, null, 2));
+  else printText(io, paths, verdict);
 
   return verdict.ok ? EXIT.ok : EXIT.failed;
+}
+
+/**
+ * Indexes of `files` in chain order: the decodable ones sorted by their claimed startSeq (a shell
+ * glob lists 1000-1200 before 200-400), in the slots they occupy; a file that does not decode stays
+ * where it was given, so it breaks the chain where the user put it. The order is only a claim:
+ * the digest links and start PCRs are still checked shard by shard.
+ */
+function seqOrder(files: Uint8Array[]): number[] {
+  const seq = files.map((f) => {
+    try {
+      return decodeShard(f).startSeq;
+    } catch {
+      return undefined;
+    }
+  });
+  const slots = files.map((_, i) => i).filter((i) => seq[i] !== undefined);
+  const sorted = [...slots].sort((a, b) => (seq[a] as number) - (seq[b] as number) || a - b);
+  const order = files.map((_, i) => i);
+  slots.forEach((slot, k) => {
+    order[slot] = sorted[k] as number;
+  });
+
+  return order;
 }
 
 function parseCli(argv: string[]) {

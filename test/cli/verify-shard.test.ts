@@ -32,6 +32,14 @@ describe('imastream verify-shard', () => {
     assert.equal(await main(['verify-shard', ...paths, '--ak', ak], s.io), EXIT.ok);
     assert.match(s.out.at(-1)!, /^OK: 3\/3 shards verified/);
 
+    // Given in any order (a glob sorts 10-20 before 3-6), the chain is verified in seq order.
+    s = sink();
+    assert.equal(await main(['verify-shard', paths[2]!, paths[0]!, paths[1]!, '--ak', ak], s.io), EXIT.ok);
+    assert.deepEqual(
+      s.out.filter((l) => l.startsWith('ok')).map((l) => l.split(' ').find((w) => w.endsWith('.imsshard'))),
+      paths,
+    );
+
     s = sink();
     assert.equal(await main(['verify-shard', ...paths, '--json'], s.io), EXIT.ok);
     const json = JSON.parse(s.out.join('\n'));
