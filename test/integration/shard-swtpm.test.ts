@@ -11,6 +11,7 @@ import type { PcrValues } from '../../lib/pcr.ts';
 import { computeShardDigest, encodeShard } from '../../lib/shard/format.ts';
 import type { SealedShard } from '../../lib/shard/types.ts';
 import { verifyShardChain } from '../../lib/shard/verify.ts';
+import { parseAttest } from '../../lib/tpm/attest.ts';
 import { EmulatorKernelLog } from '../../services/kernel-emulator/emulator-log.ts';
 import { EmulatedKernel, type Measurement } from '../../services/kernel-emulator/kernel.ts';
 import { Swtpm } from '../helpers/swtpm.ts';
@@ -67,7 +68,7 @@ describe('sealed shards from swtpm', () => {
     assert.ok(good.shards.every((s) => s.scheme === 'perbank'));
     assert.deepEqual(
       good.shards.map((s) => s.shardId),
-      ['boot-1:0-6', 'boot-1:6-12', 'boot-1:12-18'],
+      ['0-6', '6-12', '12-18'].map((range) => `${shards[0]!.bootId}:${range}`),
     );
 
     // One record of the middle shard changed (its digest kept consistent), the chain resealed.
@@ -129,7 +130,8 @@ async function cut(
   const pcrs = await tpm.pcrRead(SELECTION);
   const shard: SealedShard = {
     hostId: 'host-swtpm',
-    bootId: 'boot-1',
+    // `<hostBootId>:<resetCount>`, as the agent names a boot (the verifier checks the count).
+    bootId: `boot-1:${parseAttest(quote.attest).clockInfo.resetCount}`,
     startSeq: at.from,
     endSeq: at.from + staged.records.length,
     startPcrs: at.start,
