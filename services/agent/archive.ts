@@ -98,6 +98,16 @@ export class RecordArchive {
     this.dirty = true;
   }
 
+  /** Bytes of the records from `seq` to the end (what a shard starting there would hold raw). */
+  bytesFrom(seq: number): number {
+    if (seq >= this.entries) return 0;
+    if (seq <= 0) return this.dataSize;
+    const entry = Buffer.alloc(ENTRY_SIZE);
+    readSync(this.indexFd, entry, 0, ENTRY_SIZE, seq * ENTRY_SIZE);
+
+    return this.dataSize - Number(entry.readBigUInt64LE(0));
+  }
+
   /** Makes every appended record durable: data first, so an index entry never outlives its bytes. */
   sync(): void {
     if (!this.dirty) return;

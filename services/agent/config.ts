@@ -7,6 +7,7 @@ import type { ExtendScheme } from '../../lib/ima/replay.ts';
 import { type PcrSelection, parseSelectionSpec } from '../../lib/tpm/pcr-selection.ts';
 import { SECURITYFS_IMA_DIR } from '../kernel-emulator/securityfs-log.ts';
 import { type KernelSpec, parseKernelSpec } from './kernel-source.ts';
+import { MAX_SHIPPED_SHARD_BYTES } from './shard-sealer.ts';
 import { AK_ALGS, type AkAlg } from './tpm.ts';
 
 /** Everything the agent runs with, checked once at start. */
@@ -43,11 +44,20 @@ export interface AgentConfig {
   shardRecords: number;
   /** Virtual shards: quote every T ms when records arrived (0: off). */
   shardMs: number;
+  /** Quote once the records since the last sealed shard reach this many bytes. */
+  shardMaxBytes: number;
 }
 
 export type CutMode = 'stage' | 'delete' | 'none';
 
 export const DEFAULT_LOG = '/sys/kernel/security/ima/binary_runtime_measurements';
+/**
+ * Records' bytes per sealed shard before the agent quotes (--shard-max-bytes): three quarters of
+ * what ima.shards carries, leaving room for the records read in the same poll, the per-record
+ * framing and the closing quote. A backlog read in one go is still sealed whole by the next quote
+ * (a quote covers what the TPM holds), and a shard over the limit stays on the host.
+ */
+export const DEFAULT_SHARD_MAX_BYTES = Math.floor((MAX_SHIPPED_SHARD_BYTES * 3) / 4);
 const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 
 const OPTIONS = {
@@ -73,6 +83,7 @@ const OPTIONS = {
   'cut-bytes': { type: 'string', default: '0' },
   'shard-records': { type: 'string', default: '0' },
   'shard-seconds': { type: 'string', default: '0' },
+  'shard-max-bytes': { type: 'string', default: String(DEFAULT_SHARD_MAX_BYTES) },
   help: { type: 'boolean', default: false },
 } as const;
 
@@ -97,7 +108,9 @@ export const USAGE = `usage: imastream agent --host-id H --state-dir DIR [option
   --cut-records N          cut when the kernel holds N records (0: off)
   --cut-bytes B            cut when the current list holds B bytes (0: off)
   --shard-records N        virtual shards: a quote and SnapshotEvent VIRTUAL every N records (0: off)
-  --shard-seconds T        virtual shards: the same every T seconds when records arrived (0: off)`;
+  --shard-seconds T        virtual shards: the same every T seconds when records arrived (0: off)
+  --shard-max-bytes B      quote once the records since the last sealed shard reach B bytes, so
+                           every shard fits on ima.shards (default ${DEFAULT_SHARD_MAX_BYTES})`;
 
 /** Parses and checks the agent's flags; every problem is reported at once, in one message. */
 export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): AgentConfig | 'help' {
@@ -136,6 +149,13 @@ export function parseAgentConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     cutBytes: checkNumber('cut-bytes', v['cut-bytes'], 0, 1e15, problems),
     shardRecords: checkNumber('shard-records', v['shard-records'], 0, 1e12, problems),
     shardMs: checkNumber('shard-seconds', v['shard-seconds'], 0, 86_400 * 365, problems) * 1000,
+    shardMaxBytes: checkNumber(
+      'shard-max-bytes',
+      v['shard-max-bytes'],
+      4096,
+      DEFAULT_SHARD_MAX_BYTES,
+      problems,
+    ),
   };
   if (config.cut !== 'none' && config.kernel.kind === 'file')
     problems.push('--cut needs --kernel: a plain file cannot be cut');

@@ -320,6 +320,20 @@ export class Agent {
     if (this.kernel.canCut && this.config.cut !== 'none' && (await this.cutDue())) await this.runCut();
     else await this.step();
     await this.virtualShard();
+    await this.boundShard();
+  }
+
+  /**
+   * A quote once the records since the last sealed shard reach --shard-max-bytes, so a host that
+   * logs fast between its periodic quotes still seals shards that fit on ima.shards. It bounds the
+   * steady state only: a quote covers what the TPM holds, so a backlog read in one go is sealed
+   * whole by this quote (and a shard over the message limit stays on the host).
+   */
+  private async boundShard(): Promise<void> {
+    if (this.archive.bytesFrom(this.sealer.nextStartSeq) < this.config.shardMaxBytes) return;
+    const epoch = this.kafka.currentNonce();
+    // Without a fleet nonce yet, a fresh random one: the quote still closes the shard offline.
+    await this.quote(epoch?.nonce ?? randomBytes(20), epoch?.epoch ?? null, `size-${randomUUID()}`);
   }
 
   /** A CutRequest: a cut of the configured flavour now, or a virtual shard when the kernel cannot cut. */

@@ -33,6 +33,18 @@ test('records read back by seq range, clamped to what is archived', (t) => {
   assert.deepEqual(a.read(5, 2), []);
 });
 
+test('bytes from a seq to the end: what a shard starting there holds raw', (t) => {
+  const dir = tempDir(t);
+  const a = RecordArchive.open(dir, META, 0);
+  t.after(() => a.close());
+  const all = records(0, 9);
+  a.append(all);
+  const size = (from: number) => all.slice(from).reduce((n, r) => n + r.byteLength, 0);
+  for (const seq of [0, 1, 4, 8]) assert.equal(a.bytesFrom(seq), size(seq), `from ${seq}`);
+  assert.equal(a.bytesFrom(9), 0);
+  assert.equal(a.bytesFrom(50), 0);
+});
+
 test('reopening cuts the archive back to the saved position', (t) => {
   const dir = tempDir(t);
   const first = RecordArchive.open(dir, META, 0);

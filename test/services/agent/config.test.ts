@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { hasCode } from '../../../lib/errors.ts';
-import { parseAgentConfig } from '../../../services/agent/config.ts';
+import { DEFAULT_SHARD_MAX_BYTES, parseAgentConfig } from '../../../services/agent/config.ts';
+import { MAX_SHIPPED_SHARD_BYTES } from '../../../services/agent/shard-sealer.ts';
 
 function fixture(t: { after: (fn: () => void) => void }) {
   const dir = mkdtempSync(join(tmpdir(), 'ims-agent-cfg-'));
@@ -129,6 +130,8 @@ test('--kernel and the cut flags: a plain file cannot be cut, a cut needs a thre
   assert.ok(virtual !== 'help');
   assert.equal(virtual.shardRecords, 100);
   assert.equal(virtual.shardMs, 60_000);
+  assert.equal(virtual.shardMaxBytes, DEFAULT_SHARD_MAX_BYTES, 'shards fit on ima.shards by default');
+  assert.ok(DEFAULT_SHARD_MAX_BYTES < MAX_SHIPPED_SHARD_BYTES);
   const refused = (argv: string[], text: RegExp) =>
     assert.throws(
       () => parseAgentConfig([...base, '--boot-id', 'b', ...argv], {}),
@@ -138,5 +141,7 @@ test('--kernel and the cut flags: a plain file cannot be cut, a cut needs a thre
   refused(['--kernel', 'socket:/x', '--cut', 'stage'], /--cut-records or --cut-bytes/);
   refused(['--kernel', 'socket:/x', '--cut', 'sometimes', '--cut-records', '5'], /--cut must be/);
   refused(['--kernel', 'tcp:1.2.3.4'], /--kernel tcp:1.2.3.4/);
+  refused(['--shard-max-bytes', String(MAX_SHIPPED_SHARD_BYTES)], /shard-max-bytes/);
+  refused(['--shard-max-bytes', '100'], /shard-max-bytes/);
   refused(['--kernel', 'securityfs:/nonexistent-ima-dir'], /cannot read the log/);
 });
