@@ -28,6 +28,8 @@ export interface HostSpec {
   brokers: string;
   /** Extra environment for the agent (log level). */
   env?: NodeJS.ProcessEnv;
+  /** Further agent flags (tests), after the ones the spec sets. */
+  agentArgs?: string[];
 }
 
 /**
@@ -170,6 +172,7 @@ export class SimHost {
       args.push('--kernel', `socket:${this.kernel.socketPath}`);
       args.push('--cut', s.trim.mode, '--cut-records', String(s.trim.cutRecords));
     }
+    args.push(...(s.agentArgs ?? []));
 
     return args;
   }
