@@ -48,7 +48,8 @@ const CATALOGUE = {
   IMS_TPM_BAD_EK: 'the EK public area cannot protect a credential (not a restricted decryption key)',
 
   // enrol: AK enrolment bound to the EK
-  IMS_ENROL_BAD_TRUST_ANCHOR: 'a trust-store certificate (manufacturer root or intermediate) cannot be parsed',
+  IMS_ENROL_BAD_TRUST_ANCHOR:
+    'a trust-store certificate (manufacturer root or intermediate) cannot be parsed',
   IMS_ENROL_BAD_REQUEST: 'an enrolment request or answer is malformed',
   IMS_ENROL_REJECTED: 'the enroller refused the enrolment (the reason is its rejection code)',
   IMS_ENROL_NO_CHALLENGE: 'no enrolment challenge arrived in time (no enroller running, or it is behind)',
@@ -58,7 +59,8 @@ const CATALOGUE = {
   // shard: sealed shards
   IMS_SHARD_BAD_FORMAT: 'sealed shard file is malformed',
   IMS_SHARD_CORRUPT: 'sealed shard file fails its integrity check',
-  IMS_SHARD_REJECTED: 'the shard archiver refused a sealed shard (failed verification, chain conflict or unknown AK)',
+  IMS_SHARD_REJECTED:
+    'the shard archiver refused a sealed shard (failed verification, chain conflict or unknown AK)',
   IMS_SHARD_AK_PENDING: 'no enrolled AK is known yet for the host of a sealed shard (retried)',
 
   // wire: Avro and framing
