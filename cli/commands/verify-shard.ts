@@ -111,11 +111,19 @@ function printText(io: CliIO, paths: string[], verdict: ShardChainVerdict): void
 }
 
 function printShard(io: CliIO, path: string, shard: ShardResult): void {
-  const id = shard.shardId ?? '(unreadable)';
+  const id = printable(shard.shardId ?? '(unreadable)');
   const scheme = shard.scheme === undefined ? '' : ` scheme=${shard.scheme ?? 'undecided'}`;
   io.out(`${shard.ok ? 'ok  ' : 'FAIL'} ${path} ${id}${shard.ok ? scheme : ''}`);
-  for (const f of shard.failures) io.out(`     ${f.code}: ${f.message}`);
+  for (const f of shard.failures) io.out(`     ${f.code}: ${printable(f.message)}`);
   for (const m of shard.replayMismatches.slice(0, 8)) {
     io.out(`     ${m.scheme} ${m.bank} PCR ${m.pcr}: quoted ${m.expected}, replayed ${m.got}`);
   }
+}
+
+/**
+ * Host and boot ids come from the file, which anyone can write: shown escaped (\u{1b} …) outside
+ * printable ASCII, so a crafted shard cannot send escape sequences to the operator's terminal.
+ */
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/gu, (c) => `\\u{${(c.codePointAt(0) as number).toString(16)}}`);
 }

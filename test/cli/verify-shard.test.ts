@@ -67,4 +67,22 @@ describe('imastream verify-shard', () => {
       assert.equal(await main(['verify-shard', ...argv], s.io), EXIT.unusable, argv.join(' '));
     }
   });
+
+  it('prints ids from the file escaped: a crafted boot id sends no escape sequence to the terminal', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'verify-shard-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const chain = buildChain({ records: 4, cut: 4, bootId: 'boot\u001b]0;owned\u0007:1' });
+    const path = join(dir, 'crafted.imsshard');
+    await writeFile(path, chain.files[0]!);
+    const s = sink();
+    await main(['verify-shard', path], s.io);
+    assert.ok(
+      s.out.every((l) => !/[\u0000-\u001f\u007f]/.test(l)),
+      s.out.join('\n'),
+    );
+    assert.ok(
+      s.out.some((l) => l.includes('boot\\u{1b}]0;owned\\u{7}:1')),
+      s.out.join('\n'),
+    );
+  });
 });
